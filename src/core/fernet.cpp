@@ -1,0 +1,219 @@
+#include "fernet.hpp"
+
+#include "base64.hpp"
+#include "errors.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include <cstring>
+#include <ctime>
+
+namespace conn_crypto {
+namespace {
+
+using namespace token_layout;
+
+[[noreturn]] void crypto_failure(const char* what) {
+    throw Error(ErrorKind::Crypto, std::string("OpenSSL failure: ") + what);
+}
+
+// Fetched once per process: explicit fetches avoid a provider lookup per token.
+EVP_CIPHER* aes_cbc() {
+    static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-128-CBC", nullptr);
+    if (!cipher) crypto_failure("AES-128-CBC unavailable");
+    return cipher;
+}
+
+EVP_MAC* hmac() {
+    static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (!mac) crypto_failure("HMAC unavailable");
+    return mac;
+}
+
+std::uint64_t load_be64(const std::uint8_t* p) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+    return v;
+}
+
+void store_be64(std::uint64_t v, std::uint8_t* p) {
+    for (int i = 7; i >= 0; --i) {
+        p[i] = static_cast<std::uint8_t>(v);
+        v >>= 8;
+    }
+}
+
+// Structural checks shared by parse_token and looks_like_token. Returns an
+// empty message when the raw bytes are a well-formed token.
+const char* structure_problem(const std::uint8_t* raw, std::size_t n) {
+    if (n < kMinRaw) return "token is too short";
+    if (raw[0] != kVersion) return "token has an unknown version byte";
+    std::size_t ct = n - kHeader - kMac;
+    if (ct == 0 || ct % kBlock != 0) return "token ciphertext is not a non-zero multiple of the block size";
+    return nullptr;
+}
+
+}  // namespace
+
+std::size_t token_length(std::size_t plaintext_len) noexcept {
+    std::size_t blocks = plaintext_len / kBlock + 1;  // PKCS7 always adds padding
+    if (blocks > (SIZE_MAX - kHeader - kMac) / kBlock) return 0;
+    return base64::encoded_length(kHeader + blocks * kBlock + kMac);
+}
+
+std::size_t plaintext_bound(std::size_t token_len) noexcept {
+    std::size_t raw = base64::decoded_bound(token_len);
+    return raw > kHeader + kMac ? raw - kHeader - kMac : 0;
+}
+
+ParsedToken parse_token(std::string_view token) {
+    ParsedToken t;
+    std::string_view body = base64::trim(token);
+    t.raw.resize(base64::decoded_bound(body.size()));
+    auto n = base64::decode(body, base64::Alphabet::UrlSafe, t.raw.data());
+    if (!n) throw Error(ErrorKind::MalformedToken, "malformed token: not url-safe base64");
+    t.raw.resize(*n);
+    if (const char* why = structure_problem(t.raw.data(), t.raw.size()))
+        throw Error(ErrorKind::MalformedToken, std::string("malformed token: ") + why);
+    t.timestamp = load_be64(t.raw.data() + 1);
+    return t;
+}
+
+bool looks_like_token(std::string_view token) noexcept {
+    std::string_view body = base64::trim(token);
+    // Cheap rejections first: the shortest token is 76 characters, and it starts with 'gAAAAA'.
+    if (body.size() < base64::encoded_length(kMinRaw) - 2 || body[0] != 'g') return false;
+    std::uint8_t stack[512];
+    std::unique_ptr<std::uint8_t[]> heap;
+    std::uint8_t* buf = stack;
+    if (base64::decoded_bound(body.size()) > sizeof stack) {
+        heap.reset(new (std::nothrow) std::uint8_t[base64::decoded_bound(body.size())]);
+        if (!heap) return false;
+        buf = heap.get();
+    }
+    auto n = base64::decode(body, base64::Alphabet::UrlSafe, buf);
+    bool ok = n && structure_problem(buf, *n) == nullptr;
+    OPENSSL_cleanse(buf, n ? *n : 0);
+    return ok;
+}
+
+void check_token_time(std::uint64_t timestamp, std::int64_t ttl, std::int64_t now) {
+    // 128-bit arithmetic: a u64 timestamp plus any i64 cannot overflow it.
+    __int128 ts = timestamp;
+    if (ts + ttl < now) throw Error(ErrorKind::Expired, "token has expired (older than the ttl)");
+    if (static_cast<__int128>(now) + kMaxClockSkew < ts)
+        throw Error(ErrorKind::FutureTimestamp, "token timestamp is too far in the future");
+}
+
+struct FernetKey::State {
+    EVP_CIPHER_CTX* enc = nullptr;  // AES key schedule, encryption direction
+    EVP_CIPHER_CTX* dec = nullptr;  // AES key schedule, decryption direction
+    EVP_MAC_CTX* mac = nullptr;     // HMAC with the signing key; re-init keeps the key
+
+    ~State() {
+        EVP_CIPHER_CTX_free(enc);  // frees wipe the key schedules and pads
+        EVP_CIPHER_CTX_free(dec);
+        EVP_MAC_CTX_free(mac);
+    }
+};
+
+FernetKey::FernetKey(const std::uint8_t* key32) : state_(std::make_unique<State>()) {
+    const std::uint8_t* signing = key32;
+    const std::uint8_t* encryption = key32 + 16;
+    state_->enc = EVP_CIPHER_CTX_new();
+    state_->dec = EVP_CIPHER_CTX_new();
+    state_->mac = EVP_MAC_CTX_new(hmac());
+    if (!state_->enc || !state_->dec || !state_->mac) crypto_failure("context allocation");
+    if (EVP_EncryptInit_ex2(state_->enc, aes_cbc(), encryption, nullptr, nullptr) != 1 ||
+        EVP_DecryptInit_ex2(state_->dec, aes_cbc(), encryption, nullptr, nullptr) != 1)
+        crypto_failure("AES key setup");
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_MAC_init(state_->mac, signing, 16, params) != 1) crypto_failure("HMAC key setup");
+}
+
+FernetKey::~FernetKey() = default;
+FernetKey::FernetKey(FernetKey&&) noexcept = default;
+FernetKey& FernetKey::operator=(FernetKey&&) noexcept = default;
+
+namespace {
+
+void compute_mac(EVP_MAC_CTX* ctx, const std::uint8_t* data, std::size_t n, std::uint8_t out[kMac]) {
+    std::size_t len = 0;
+    // A null key re-initialises from the prepared inner and outer pads.
+    if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 || EVP_MAC_update(ctx, data, n) != 1 ||
+        EVP_MAC_final(ctx, out, &len, kMac) != 1 || len != kMac)
+        crypto_failure("HMAC");
+}
+
+}  // namespace
+
+void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint64_t timestamp,
+                        const std::uint8_t iv[16], char* out) const {
+    std::size_t blocks = n / kBlock + 1;
+    std::size_t raw_len = kHeader + blocks * kBlock + kMac;
+    SecureBytes raw(raw_len);
+    raw[0] = kVersion;
+    store_be64(timestamp, raw.data() + 1);
+    std::memcpy(raw.data() + 9, iv, 16);
+
+    EVP_CIPHER_CTX* ctx = state_->enc;
+    int l1 = 0, l2 = 0;
+    if (EVP_EncryptInit_ex2(ctx, nullptr, nullptr, iv, nullptr) != 1) crypto_failure("AES init");
+    // EVP_EncryptUpdate takes an int length: feed huge inputs in chunks.
+    std::size_t done = 0, written = 0;
+    std::uint8_t* ct = raw.data() + kHeader;
+    while (done < n) {
+        int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
+        if (EVP_EncryptUpdate(ctx, ct + written, &l1, plaintext + done, chunk) != 1) crypto_failure("AES encrypt");
+        done += static_cast<std::size_t>(chunk);
+        written += static_cast<std::size_t>(l1);
+    }
+    if (EVP_EncryptFinal_ex(ctx, ct + written, &l2) != 1) crypto_failure("AES final");
+    written += static_cast<std::size_t>(l2);
+    if (written != blocks * kBlock) crypto_failure("AES length");
+
+    compute_mac(state_->mac, raw.data(), raw_len - kMac, raw.data() + raw_len - kMac);
+    base64::encode_urlsafe(raw.data(), raw_len, out);
+}
+
+bool FernetKey::authenticates(const ParsedToken& token) const {
+    std::uint8_t expected[kMac];
+    compute_mac(state_->mac, token.signed_data(), token.signed_len(), expected);
+    return CRYPTO_memcmp(expected, token.mac(), kMac) == 0;
+}
+
+std::size_t FernetKey::decrypt_authenticated(const ParsedToken& token, std::uint8_t* out) const {
+    EVP_CIPHER_CTX* ctx = state_->dec;
+    const std::size_t n = token.ciphertext_len();
+    // Check the pad byte (1..16) before handing the buffer to the cipher.
+    if (EVP_DecryptInit_ex2(ctx, nullptr, nullptr, token.iv(), nullptr) != 1) crypto_failure("AES init");
+    std::size_t done = 0, written = 0;
+    int l = 0;
+    while (done < n) {
+        int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
+        if (EVP_DecryptUpdate(ctx, out + written, &l, token.ciphertext() + done, chunk) != 1)
+            crypto_failure("AES decrypt");
+        done += static_cast<std::size_t>(chunk);
+        written += static_cast<std::size_t>(l);
+    }
+    if (EVP_DecryptFinal_ex(ctx, out + written, &l) != 1) {
+        OPENSSL_cleanse(out, written);
+        // Authenticated but badly padded: forged by a key holder, or the wrong cipher key.
+        throw Error(ErrorKind::InvalidToken, "invalid token: bad padding after authentication");
+    }
+    return written + static_cast<std::size_t>(l);
+}
+
+void random_bytes(std::uint8_t* buf, std::size_t n) {
+    if (RAND_bytes(buf, static_cast<int>(n)) != 1) crypto_failure("random generator");
+}
+
+std::int64_t unix_now() noexcept { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+}  // namespace conn_crypto

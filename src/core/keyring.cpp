@@ -1,0 +1,111 @@
+#include "keyring.hpp"
+
+#include "base64.hpp"
+#include "errors.hpp"
+
+namespace conn_crypto {
+
+std::optional<SecureBytes> Keyring::decode_key(std::string_view text) {
+    text = base64::trim(text);
+    if (text.size() < kKeyChars - 1 || text.size() > kKeyChars) return std::nullopt;
+    SecureBytes raw(base64::decoded_bound(text.size()));
+    auto n = base64::decode(text, base64::Alphabet::UrlSafeOrStd, raw.data());
+    if (!n || *n != kKeyBytes) return std::nullopt;
+    raw.resize(kKeyBytes);
+    return raw;
+}
+
+Keyring Keyring::parse(std::string_view text) {
+    if (base64::trim(text).empty())
+        throw Error(ErrorKind::NoKey, "the keyring is empty");
+    // Count first so the error can say "key i of n".
+    std::size_t total = 1;
+    for (char c : text) total += (c == ',');
+    if (total > kMaxKeys)
+        throw Error(ErrorKind::BadKey, "the keyring has " + std::to_string(total) +
+                                           " keys; at most " + std::to_string(kMaxKeys) + " are allowed");
+    Keyring ring;
+    ring.keys_.reserve(total);
+    std::size_t index = 0;
+    while (true) {
+        std::size_t comma = text.find(',');
+        std::string_view item = text.substr(0, comma);
+        ++index;
+        auto key = decode_key(item);
+        if (!key)
+            throw Error(ErrorKind::BadKey, "key " + std::to_string(index) + " of " + std::to_string(total) +
+                                               " is not 32 url-safe base64-encoded bytes");
+        ring.keys_.emplace_back(key->data());
+        if (comma == std::string_view::npos) break;
+        text.remove_prefix(comma + 1);
+    }
+    return ring;
+}
+
+std::string Keyring::generate_key() {
+    SecureBytes raw(kKeyBytes);
+    random_bytes(raw.data(), raw.size());
+    std::string out(kKeyChars, '\0');
+    base64::encode_urlsafe(raw.data(), raw.size(), out.data());
+    return out;
+}
+
+void Keyring::encrypt(const std::uint8_t* plaintext, std::size_t n, char* out,
+                      std::optional<std::uint64_t> timestamp, const std::uint8_t* iv) const {
+    if (keys_.empty()) throw Error(ErrorKind::NoKey, "the keyring is empty");
+    std::uint8_t fresh_iv[16];
+    if (!iv) {
+        random_bytes(fresh_iv, sizeof fresh_iv);
+        iv = fresh_iv;
+    }
+    std::uint64_t ts = timestamp ? *timestamp : static_cast<std::uint64_t>(unix_now());
+    keys_.front().encrypt(plaintext, n, ts, iv, out);
+}
+
+std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token) const {
+    for (std::size_t i = 0; i < keys_.size(); ++i)
+        if (keys_[i].authenticates(token)) return i;
+    return std::nullopt;
+}
+
+Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optional<std::int64_t> ttl,
+                           std::int64_t now) const {
+    ParsedToken parsed = parse_token(token);
+    // The spec orders the time check before the signature check.
+    if (ttl) check_token_time(parsed.timestamp, *ttl, now);
+    auto index = authenticating_key(parsed);
+    if (!index) throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    Decrypted d;
+    d.key_index = *index;
+    d.timestamp = parsed.timestamp;
+    d.length = keys_[*index].decrypt_authenticated(parsed, out);
+    return d;
+}
+
+std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
+    try {
+        return authenticating_key(parse_token(token));
+    } catch (const Error& e) {
+        if (e.kind() == ErrorKind::MalformedToken) return std::nullopt;
+        throw;
+    }
+}
+
+std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
+    ParsedToken parsed = parse_token(token);
+    if (!authenticating_key(parsed))
+        throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    return parsed.timestamp;
+}
+
+std::size_t Keyring::rotate(std::string_view token, char* out) const {
+    ParsedToken parsed = parse_token(token);
+    auto index = authenticating_key(parsed);
+    if (!index) throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    SecureBytes plain(parsed.ciphertext_len());
+    std::size_t n = keys_[*index].decrypt_authenticated(parsed, plain.data());
+    encrypt(plain.data(), n, out, parsed.timestamp);
+    return token_length(n);
+}
+
+}  // namespace conn_crypto
