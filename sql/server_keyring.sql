@@ -1,0 +1,67 @@
+-- The server keyring: GUC, errors when absent, privileges and secrecy.
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+-- No key configured (the test server has no AIRFLOW__CORE__FERNET_KEY): a clear error naming both ways.
+RESET conn_crypto.fernet_key;
+\set VERBOSITY default
+SELECT conn_crypto.fernet_encrypt('x');
+SELECT conn_crypto.fernet_decrypt('gAAAAA');
+
+-- A malformed server key names its position and the setting, never the key.
+SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=, not-a-key';
+SELECT pg_temp.err($$SELECT conn_crypto.fernet_encrypt('x')$$) AS bad_server_key;
+
+-- A keyring in the GUC: the first key encrypts, every key decrypts.
+SET conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=, cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
+SELECT conn_crypto.fernet_decrypt('gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==') AS old_key_token;
+SELECT conn_crypto.fernet_key_index('gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==') AS old_key_index;
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('new')) AS new_key_index;
+SELECT conn_crypto.fernet_decrypt(conn_crypto.fernet_encrypt('server'), ttl => 60) AS server_ttl;
+SELECT conn_crypto.fernet_decrypt(conn_crypto.fernet_encrypt('srv'), 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=') AS explicit_reads_server_token;
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_rotate('gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==')) AS rotated_index;
+SELECT conn_crypto.fernet_extract_timestamp(conn_crypto.fernet_rotate('gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==')) AT TIME ZONE 'UTC' AS rotated_time;
+-- The cache follows the setting: after a change, the old primary no longer decrypts new tokens.
+SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('again'), 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=') IS NULL AS switched;
+BEGIN;
+SET LOCAL conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=';
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('local'), 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=') AS local_key;
+ROLLBACK;
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('after'), 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=') AS restored_key;
+
+-- Keys cannot be stored where every user can read them.
+SELECT pg_temp.err($$ALTER DATABASE contrib_regression SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4='$$) AS alter_database;
+SELECT pg_temp.err($$ALTER ROLE CURRENT_USER SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4='$$) AS alter_role;
+SELECT pg_temp.err($$CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=' AS 'SELECT 1'$$) AS function_set;
+SELECT count(*) AS stored_settings FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%fernet_key%';
+
+-- An unprivileged role: cannot read the key, cannot decrypt with it, can use explicit keys.
+CREATE ROLE cc_regress_user;
+GRANT USAGE ON SCHEMA conn_crypto TO cc_regress_user;
+SET ROLE cc_regress_user;
+SELECT pg_temp.err('SHOW conn_crypto.fernet_key') AS show_key;
+SELECT pg_temp.err($$SELECT current_setting('conn_crypto.fernet_key')$$) AS current_setting;
+SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name LIKE 'conn_crypto.%';
+SELECT pg_temp.err($$SET conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='$$) AS set_key;
+SELECT pg_temp.err($$SELECT conn_crypto.fernet_decrypt('x')$$) AS decrypt_server;
+SELECT pg_temp.err($$SELECT conn_crypto.fernet_rotate('x')$$) AS rotate_server;
+SELECT pg_temp.err($$SELECT conn_crypto.fernet_key_index('x')$$) AS key_index_server;
+SELECT pg_temp.err($$SELECT conn_crypto.fernet_extract_timestamp('x')$$) AS timestamp_server;
+SELECT conn_crypto.fernet_decrypt(conn_crypto.fernet_encrypt('mine', 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='), 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=') AS explicit_ok;
+SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('server-encrypted'), 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=') AS may_encrypt;
+RESET ROLE;
+-- Granting conn_crypto_reader allows decryption with the server keyring.
+GRANT conn_crypto_reader TO cc_regress_user;
+SET ROLE cc_regress_user;
+SELECT conn_crypto.fernet_decrypt(conn_crypto.fernet_encrypt('granted')) AS reader_can_decrypt;
+RESET ROLE;
+REVOKE conn_crypto_reader FROM cc_regress_user;
+REVOKE USAGE ON SCHEMA conn_crypto FROM cc_regress_user;
+DROP ROLE cc_regress_user;
+RESET conn_crypto.fernet_key;
