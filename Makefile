@@ -2,7 +2,9 @@
 # boundary (src/pg/bridge.cpp) and the C++ core (src/core/*.cpp) in one module.
 MODULE_big = conn_crypto
 EXTENSION = conn_crypto
-DATA = extension/conn_crypto--1.0.sql
+# The install script is assembled from one file per concept.
+DATA_built = extension/conn_crypto--1.0.sql
+EXTRA_CLEAN = extension/conn_crypto--1.0.sql
 
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/pg/*.c))) \
        $(patsubst %.cpp,%.o,$(sort $(wildcard src/pg/*.cpp) $(wildcard src/core/*.cpp)))
@@ -20,3 +22,6 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+extension/conn_crypto--1.0.sql: $(sort $(wildcard extension/parts/*.sql))
+	cat $^ > $@

@@ -47,7 +47,7 @@ GRANT USAGE ON SCHEMA conn_crypto TO cc_regress_user;
 SET ROLE cc_regress_user;
 SELECT pg_temp.err('SHOW conn_crypto.fernet_key') AS show_key;
 SELECT pg_temp.err($$SELECT current_setting('conn_crypto.fernet_key')$$) AS current_setting;
-SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name LIKE 'conn_crypto.%';
+SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name = 'conn_crypto.fernet_key';
 SELECT pg_temp.err($$SET conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='$$) AS set_key;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_decrypt('x')$$) AS decrypt_server;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_rotate('x')$$) AS rotate_server;

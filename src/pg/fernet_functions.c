@@ -300,3 +300,26 @@ cc_fernet_key_index_keys(PG_FUNCTION_ARGS)
 {
 	return key_index_common(fcinfo, 1);
 }
+
+/* Which server key authenticates a value: 1-based, 0 plaintext, -1 undecryptable token. */
+PG_FUNCTION_INFO_V1(cc_key_position);
+Datum
+cc_key_position(PG_FUNCTION_ARGS)
+{
+	text	   *value = PG_GETARG_TEXT_PP(0);
+	const char *data = VARDATA_ANY(value);
+	Size		len = VARSIZE_ANY_EXHDR(value);
+	const cc_keyring *ring = cc_server_keyring_or_null();
+	cc_error	err;
+	int			index;
+
+	if (ring != NULL)
+	{
+		index = cc_key_index(ring, data, len, &err);
+		if (index == -2)
+			cc_report(&err, NULL);
+		if (index >= 0)
+			PG_RETURN_INT32(index + 1);
+	}
+	PG_RETURN_INT32(cc_looks_like_token(data, len) ? -1 : 0);
+}

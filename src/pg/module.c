@@ -4,6 +4,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "protect_trigger.h"
 #include "server_keyring.h"
 
 PG_MODULE_MAGIC;
@@ -14,5 +15,6 @@ void
 _PG_init(void)
 {
 	cc_define_key_gucs();
+	cc_define_trigger_gucs();
 	MarkGUCPrefixReserved("conn_crypto");
 }
