@@ -30,8 +30,8 @@ VALUES ('legacy', 'http', 'old-plain', '{"a": 1}', false, false);
 SELECT conn_crypto.enable_airflow_encryption();
 SELECT conn_crypto.enable_airflow_encryption();  -- idempotent
 SELECT conn_crypto.enable_airflow_encryption('af110');
-SELECT table_name, column_name, flag_column, encrypt_empty FROM conn_crypto.protected_columns ORDER BY 1::text, 2;
-SELECT tgrelid::regclass, count(*) FROM pg_trigger WHERE tgname = 'conn_crypto_protect' GROUP BY 1 ORDER BY 1::text;
+SELECT table_name, column_name, flag_column, encrypt_empty FROM conn_crypto.protected_columns ORDER BY table_name::text, column_name;
+SELECT tgrelid::regclass, count(*) FROM pg_trigger WHERE tgname = 'conn_crypto_protect' GROUP BY 1 ORDER BY tgrelid::regclass::text;
 
 -- Plain SQL inserts: plaintext is encrypted under the primary key, flags set, NULL/empty left alone.
 INSERT INTO connection (conn_id, conn_type, password, extra) VALUES
