@@ -27,7 +27,7 @@ json="$BUILD/core_bench.json"
     --benchmark_report_aggregates_only=true --benchmark_enable_random_interleaving=true \
     --benchmark_min_time=0.2 >"$json"
 
-/usr/bin/python3 - "$json" <<'PY'
+/usr/bin/python3 - "$json" "$REPETITIONS" <<'PY'
 import json, os, sys
 
 data = json.load(open(sys.argv[1]))
@@ -56,9 +56,8 @@ print()
 for label, r in ratios:
     print("%-36s %11.2fx  %s" % (label, r, "ok" if r <= target else "ABOVE TARGET %.1fx" % target))
 ctx = data.get("context", {})
-print("\n(%s repetitions, %s CPUs @ %s MHz, build %s)" % (
-    ctx.get("num_repetitions", "?") if "num_repetitions" in ctx else os.environ.get("REPETITIONS", "15"),
-    ctx.get("num_cpus"), ctx.get("mhz_per_cpu"), ctx.get("library_build_type")))
+print("\n(median CPU time of %s interleaved repetitions; %s CPUs @ %s MHz; Release build)" % (
+    sys.argv[2], ctx.get("num_cpus"), ctx.get("mhz_per_cpu")))
 if os.environ.get("CORE_BENCH_STRICT") == "1" and any(r > target for _, r in ratios):
     sys.exit(1)
 PY
