@@ -45,23 +45,31 @@ WHERE t.tgfoid = '@extschema@.protect_trigger()'::pg_catalog.regprocedure
   AND t.tgname = 'conn_crypto_protect';
 GRANT SELECT ON @extschema@.protected_columns TO PUBLIC;
 
--- Refuses to protect a table that already holds tokens no configured key
--- decrypts: that is a restore or a key mix-up, and must fail loudly.
+-- Refuses to protect a column whose tokens are all undecryptable: the
+-- configured keyring is not the one that made them (a restore into a
+-- database with another key, a key mix-up), and that must fail loudly. A few
+-- stray undecryptable values among good ones only warn (see verify()).
 CREATE FUNCTION @extschema@._validate_protected(table_name regclass, args text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad bigint;
+    good bigint;
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(args), 0) / 3 LOOP
-        EXECUTE format('SELECT count(*) FROM %s WHERE %I <> %L AND @extschema@._key_position(%I) = -1',
-                       table_name, args[3 * i - 2], '', args[3 * i - 2])
-            INTO bad;
-        IF bad > 0 THEN
-            RAISE EXCEPTION 'column "%" of table % holds % Fernet token(s) that no key of the server keyring decrypts',
+        EXECUTE format('SELECT count(*) FILTER (WHERE p = -1), count(*) FILTER (WHERE p > 0)'
+                       ' FROM (SELECT @extschema@._key_position(%I) AS p FROM %s WHERE %I <> %L) v',
+                       args[3 * i - 2], table_name, args[3 * i - 2], '')
+            INTO bad, good;
+        IF bad > 0 AND good = 0 THEN
+            RAISE EXCEPTION 'column "%" of table % holds % Fernet token(s) and no key of the server keyring decrypts any of them',
                 args[3 * i - 2], table_name, bad
                 USING ERRCODE = 'ZF001',
                       DETAIL = 'They were encrypted with a key that is not configured here (a restore into a database with another key?).',
                       HINT = 'Configure the key that made them in conn_crypto.fernet_key or AIRFLOW__CORE__FERNET_KEY (after the primary key), then retry.';
+        ELSIF bad > 0 THEN
+            RAISE WARNING 'column "%" of table % holds % Fernet token(s) that no key of the server keyring decrypts',
+                args[3 * i - 2], table_name, bad
+                USING HINT = 'SELECT * FROM conn_crypto.verify() lists them.';
         END IF;
     END LOOP;
 END $$;

@@ -323,3 +323,43 @@ cc_key_position(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_INT32(cc_looks_like_token(data, len) ? -1 : 0);
 }
+
+/*
+ * How a stored value stands, for the bulk operations and status:
+ * -2 empty (NULL, or '' when empty values are not encrypted), 0 plaintext,
+ * -1 a token no key authenticates, k >= 1 a token of key k. json_plaintext:
+ * a value starting with '{' is plaintext JSON (Airflow's trigger.kwargs).
+ */
+PG_FUNCTION_INFO_V1(cc_value_state);
+Datum
+cc_value_state(PG_FUNCTION_ARGS)
+{
+	text	   *value;
+	const char *data;
+	Size		len;
+	bool		encrypt_empty = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	bool		json_plaintext = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	const cc_keyring *ring;
+	cc_error	err;
+	int			index;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT32(-2);
+	value = PG_GETARG_TEXT_PP(0);
+	data = VARDATA_ANY(value);
+	len = VARSIZE_ANY_EXHDR(value);
+	if (len == 0)
+		PG_RETURN_INT32(encrypt_empty ? 0 : -2);
+	if (json_plaintext && data[0] == '{')
+		PG_RETURN_INT32(0);
+	ring = cc_server_keyring_or_null();
+	if (ring != NULL)
+	{
+		index = cc_key_index(ring, data, len, &err);
+		if (index == -2)
+			cc_report(&err, NULL);
+		if (index >= 0)
+			PG_RETURN_INT32(index + 1);
+	}
+	PG_RETURN_INT32(cc_looks_like_token(data, len) ? -1 : 0);
+}
