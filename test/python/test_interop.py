@@ -13,7 +13,7 @@ import math
 import time
 
 import pytest
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from cc_helpers import (EXPIRED, FUTURE, INVALID_TOKEN, MALFORMED, MAX_CLOCK_SKEW, NOT_UTF8,
@@ -188,7 +188,7 @@ def test_python_tokens_decrypt_in_sql_server_keyring(db, rng):
 def test_sql_rotate_decrypts_in_python(db, rng):
     """fernet_rotate(token, keys) == MultiFernet.rotate: re-encrypted under the
     first key, same plaintext, same timestamp."""
-    explicit, by_ring = [], []
+    explicit = []
     for i in range(400):
         keys = new_keys(rng, rng.randint(2, 5))
         j = rng.randrange(len(keys))
