@@ -38,6 +38,7 @@ SELECT conn_crypto.fernet_key_index(conn_crypto.fernet_encrypt('after'), 'cw_0x6
 -- Keys cannot be stored where every user can read them.
 SELECT pg_temp.err($$ALTER DATABASE contrib_regression SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4='$$) AS alter_database;
 SELECT pg_temp.err($$ALTER ROLE CURRENT_USER SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4='$$) AS alter_role;
+SELECT pg_temp.err($$SET conn_crypto.fernet_key_command = 'echo key'$$) AS set_key_command;
 SELECT pg_temp.err($$CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=' AS 'SELECT 1'$$) AS function_set;
 SELECT count(*) AS stored_settings FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%fernet_key%';
 
@@ -47,7 +48,8 @@ GRANT USAGE ON SCHEMA conn_crypto TO cc_regress_user;
 SET ROLE cc_regress_user;
 SELECT pg_temp.err('SHOW conn_crypto.fernet_key') AS show_key;
 SELECT pg_temp.err($$SELECT current_setting('conn_crypto.fernet_key')$$) AS current_setting;
-SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name = 'conn_crypto.fernet_key';
+SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name LIKE 'conn_crypto.fernet_key%';
+SELECT pg_temp.err('SHOW conn_crypto.fernet_key_command') AS show_key_command;
 SELECT pg_temp.err($$SET conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='$$) AS set_key;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_decrypt('x')$$) AS decrypt_server;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_rotate('x')$$) AS rotate_server;

@@ -9,8 +9,11 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <cstring>
 #include <ctime>
+
+#include <pthread.h>
 
 namespace conn_crypto {
 namespace {
@@ -212,6 +215,39 @@ std::size_t FernetKey::decrypt_authenticated(const ParsedToken& token, std::uint
 
 void random_bytes(std::uint8_t* buf, std::size_t n) {
     if (RAND_bytes(buf, static_cast<int>(n)) != 1) crypto_failure("random generator");
+}
+
+namespace {
+
+// IVs come from a buffer refilled by one RAND_bytes call per 256 IVs: a
+// RAND_bytes call per token costs more than the token's AES work. Bytes are
+// wiped as they are handed out. A forked child discards the buffer, so a
+// parent and its child never hand out the same IV.
+struct IvPool {
+    std::uint8_t buf[4096];
+    std::size_t pos = sizeof buf;
+};
+thread_local IvPool iv_pool;
+std::atomic<unsigned> fork_generation{0};
+thread_local unsigned pool_generation = 0;
+
+void on_fork_child() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+}  // namespace
+
+void random_iv(std::uint8_t iv[16]) {
+    static const bool registered = (pthread_atfork(nullptr, nullptr, on_fork_child), true);
+    (void)registered;
+    IvPool& pool = iv_pool;
+    unsigned generation = fork_generation.load(std::memory_order_relaxed);
+    if (pool.pos + 16 > sizeof pool.buf || pool_generation != generation) {
+        random_bytes(pool.buf, sizeof pool.buf);
+        pool.pos = 0;
+        pool_generation = generation;
+    }
+    std::memcpy(iv, pool.buf + pool.pos, 16);
+    OPENSSL_cleanse(pool.buf + pool.pos, 16);
+    pool.pos += 16;
 }
 
 std::int64_t unix_now() noexcept { return static_cast<std::int64_t>(std::time(nullptr)); }

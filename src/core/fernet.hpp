@@ -88,6 +88,9 @@ private:
 // Fills buf with n bytes from OpenSSL's CSPRNG; throws Error(Crypto).
 void random_bytes(std::uint8_t* buf, std::size_t n);
 
+// A fresh random IV (from a buffered CSPRNG pool, fork-safe); throws Error(Crypto).
+void random_iv(std::uint8_t iv[16]);
+
 // Current time in whole seconds since the epoch.
 std::int64_t unix_now() noexcept;
 

@@ -55,7 +55,7 @@ void Keyring::encrypt(const std::uint8_t* plaintext, std::size_t n, char* out,
     if (keys_.empty()) throw Error(ErrorKind::NoKey, "the keyring is empty");
     std::uint8_t fresh_iv[16];
     if (!iv) {
-        random_bytes(fresh_iv, sizeof fresh_iv);
+        random_iv(fresh_iv);
         iv = fresh_iv;
     }
     std::uint64_t ts = timestamp ? *timestamp : static_cast<std::uint64_t>(unix_now());

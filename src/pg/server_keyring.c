@@ -1,11 +1,12 @@
 /*
  * The server keyring and the GUCs that configure it.
  *
- * Precedence: conn_crypto.fernet_key when non-empty, otherwise the server
- * process's AIRFLOW__CORE__FERNET_KEY (Airflow's own variable). The parsed
- * keyring is cached per backend and re-parsed only when the GUC changes (the
- * assign hook bumps a generation counter); the environment cannot change
- * under a running backend, so it is read once.
+ * Precedence: conn_crypto.fernet_key when non-empty; otherwise the standard
+ * output of conn_crypto.fernet_key_command (postgresql.conf only) when set;
+ * otherwise the server process's AIRFLOW__CORE__FERNET_KEY (Airflow's own
+ * variable). The parsed keyring is cached per backend and re-read only when
+ * one of the settings changes (the assign hooks bump a generation counter);
+ * the environment cannot change under a running backend.
  */
 #include "server_keyring.h"
 
@@ -14,10 +15,17 @@
 #include <stdlib.h>
 
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
+#include "storage/fd.h"
+#include "port.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
 char	   *cc_fernet_key_guc = NULL;
+char	   *cc_fernet_key_command_guc = NULL;
+
+/* A keyring of 1000 keys is about 45 kB; anything far larger is not a keyring. */
+#define KEY_COMMAND_MAX_OUTPUT (1024 * 1024)
 
 static uint64 guc_generation = 1;
 static uint64 cached_generation = 0;
@@ -90,23 +98,90 @@ cc_define_key_gucs(void)
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   check_key_source, assign_key, NULL);
+	DefineCustomStringVariable("conn_crypto.fernet_key_command",
+							   "Shell command whose standard output is the Fernet keyring.",
+							   "Used when conn_crypto.fernet_key is empty; settable only in postgresql.conf.",
+							   &cc_fernet_key_command_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, assign_key, NULL);
 }
 
-/* The configured keyring text and its source name, or NULL when none. */
+/*
+ * Runs the key command and returns its output (palloc'd, NUL-terminated).
+ * Any failure is an ERROR: a partial or empty keyring is never used.
+ */
+static char *
+run_key_command(const char *command, Size *len)
+{
+	FILE	   *pipe;
+	StringInfoData out;
+	char		buf[4096];
+	size_t		n;
+	int			status;
+
+	fflush(NULL);
+	pipe = OpenPipeStream(command, "r");
+	if (pipe == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not run conn_crypto.fernet_key_command: %m")));
+	initStringInfo(&out);
+	while ((n = fread(buf, 1, sizeof buf, pipe)) > 0)
+	{
+		if (out.len + n > KEY_COMMAND_MAX_OUTPUT)
+		{
+			ClosePipeStream(pipe);
+			cc_wipe(out.data, out.len);
+			cc_wipe(buf, sizeof buf);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("conn_crypto.fernet_key_command printed more than %d bytes", KEY_COMMAND_MAX_OUTPUT)));
+		}
+		appendBinaryStringInfo(&out, buf, n);
+	}
+	cc_wipe(buf, sizeof buf);
+	status = ClosePipeStream(pipe);
+	if (status != 0)
+	{
+		cc_wipe(out.data, out.len);
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("conn_crypto.fernet_key_command failed: %s", wait_result_to_str(status)),
+				 errhint("No key was taken from it; fix the command in postgresql.conf and reload.")));
+	}
+	*len = out.len;
+	return out.data;
+}
+
+/*
+ * The configured keyring text and its source name, or NULL when none.
+ * *owned is set when the text is a palloc'd copy the caller must wipe.
+ */
 static const char *
-configured_text(const char **source)
+configured_text(const char **source, Size *len, bool *owned)
 {
 	const char *env;
 
+	*owned = false;
 	if (cc_fernet_key_guc != NULL && cc_fernet_key_guc[0] != '\0')
 	{
 		*source = "conn_crypto.fernet_key";
+		*len = strlen(cc_fernet_key_guc);
 		return cc_fernet_key_guc;
+	}
+	if (cc_fernet_key_command_guc != NULL && cc_fernet_key_command_guc[0] != '\0')
+	{
+		*source = "conn_crypto.fernet_key_command";
+		*owned = true;
+		return run_key_command(cc_fernet_key_command_guc, len);
 	}
 	env = getenv(ENV_KEY);
 	if (env != NULL && env[0] != '\0')
 	{
 		*source = ENV_KEY;
+		*len = strlen(env);
 		return env;
 	}
 	return NULL;
@@ -117,6 +192,8 @@ cc_server_keyring_or_null(void)
 {
 	const char *source = NULL;
 	const char *text;
+	Size		len = 0;
+	bool		owned;
 	cc_error	err;
 	cc_keyring *ring;
 
@@ -132,16 +209,22 @@ cc_server_keyring_or_null(void)
 	cached_ring = NULL;
 	cached_source = NULL;
 
-	text = configured_text(&source);
+	text = configured_text(&source, &len, &owned);
 	if (text == NULL)
 	{
 		cached_generation = guc_generation;
 		return NULL;
 	}
-	ring = cc_keyring_parse(text, strlen(text), &err);
+	ring = cc_keyring_parse(text, len, &err);
+	if (owned)
+	{
+		cc_wipe((char *) text, len);
+		pfree((char *) text);
+	}
 	if (ring == NULL)
 	{
-		if (err.status == CC_ERR_NO_KEY)
+		/* A command must print a keyring; an empty setting or variable means "none". */
+		if (err.status == CC_ERR_NO_KEY && !owned)
 		{
 			cached_generation = guc_generation;
 			return NULL;
@@ -163,7 +246,7 @@ cc_server_keyring(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no Fernet key is configured"),
-				 errhint("Set conn_crypto.fernet_key in postgresql.conf, or start the server with the environment variable AIRFLOW__CORE__FERNET_KEY.")));
+				 errhint("Set conn_crypto.fernet_key or conn_crypto.fernet_key_command in postgresql.conf, or start the server with the environment variable AIRFLOW__CORE__FERNET_KEY.")));
 	return ring;
 }
 

@@ -6,6 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <limits>
 #include <string>
 #include <vector>
@@ -256,4 +262,37 @@ TEST(Errors, NeverContainPlaintextOrKeys) {
         EXPECT_EQ(msg.find(kKey1.substr(0, 10)), std::string::npos);
         EXPECT_EQ(msg.find(kKey2.substr(0, 10)), std::string::npos);
     }
+}
+
+TEST(RandomIv, ForkedChildNeverRepeatsTheParentsIvs) {
+    std::uint8_t warm[16];
+    random_iv(warm);  // the parent's pool is now filled
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        std::uint8_t iv[16];
+        random_iv(iv);
+        ssize_t w = write(fds[1], iv, sizeof iv);
+        _exit(w == static_cast<ssize_t>(sizeof iv) ? 0 : 1);
+    }
+    std::uint8_t child[16], parent[16];
+    ASSERT_EQ(read(fds[0], child, sizeof child), static_cast<ssize_t>(sizeof child));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    random_iv(parent);
+    EXPECT_NE(std::memcmp(child, parent, 16), 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+TEST(RandomIv, SuccessiveIvsDiffer) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 2000; ++i) {
+        std::uint8_t iv[16];
+        random_iv(iv);
+        seen.emplace(reinterpret_cast<char*>(iv), 16);
+    }
+    EXPECT_EQ(seen.size(), 2000u);
 }
