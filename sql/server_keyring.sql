@@ -67,3 +67,24 @@ REVOKE conn_crypto_reader FROM cc_regress_user;
 REVOKE USAGE ON SCHEMA conn_crypto FROM cc_regress_user;
 DROP ROLE cc_regress_user;
 RESET conn_crypto.fernet_key;
+-- The visible value is a mask, even for superusers; the keyring itself is kept privately.
+SET conn_crypto.fernet_key = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
+SHOW conn_crypto.fernet_key;
+SELECT current_setting('conn_crypto.fernet_key') AS current_setting,
+       (SELECT setting FROM pg_settings WHERE name = 'conn_crypto.fernet_key') AS pg_settings;
+-- Parallel plans keep server-keyring functions in the leader, where the keyring is.
+CREATE TABLE par AS SELECT conn_crypto.fernet_encrypt('row ' || i) AS t FROM generate_series(1, 5000) i;
+ANALYZE par;
+SET max_parallel_workers_per_gather = 2;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SELECT count(*) FILTER (WHERE conn_crypto.fernet_decrypt(t) LIKE 'row %') AS decrypted,
+       count(*) FILTER (WHERE conn_crypto.fernet_decrypt(t, 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=') LIKE 'row %') AS explicit
+FROM par;
+RESET max_parallel_workers_per_gather;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+DROP TABLE par;
+RESET conn_crypto.fernet_key;

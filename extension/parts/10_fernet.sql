@@ -16,32 +16,34 @@ GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 CREATE FUNCTION @extschema@.fernet_generate_key() RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_generate_key' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 
+-- Functions that use the server keyring are PARALLEL RESTRICTED: the keyring
+-- lives in the leader's GUC state, which parallel workers only see masked.
 -- Encryption: the server keyring, or an explicit key/keyring. text and bytea
 -- payloads; an untyped literal resolves to the text version.
 CREATE FUNCTION @extschema@.fernet_encrypt(plaintext text) RETURNS text
-    AS 'MODULE_PATHNAME', 'cc_fernet_encrypt' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_encrypt' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_encrypt(plaintext text, keys text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_encrypt_keys' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 CREATE FUNCTION @extschema@.fernet_encrypt(plaintext bytea) RETURNS text
-    AS 'MODULE_PATHNAME', 'cc_fernet_encrypt' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_encrypt' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_encrypt(plaintext bytea, keys text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_encrypt_keys' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 
 -- Decryption. ttl (seconds) enables the time check, as cryptography's ttl.
 -- STABLE, not IMMUTABLE: the result depends on the keyring and the clock.
 CREATE FUNCTION @extschema@.fernet_decrypt(token text) RETURNS text
-    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_decrypt(token text, ttl integer) RETURNS text
-    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_ttl' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_ttl' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_decrypt(token text, keys text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_keys' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION @extschema@.fernet_decrypt(token text, keys text, ttl integer) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_keys_ttl' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 CREATE FUNCTION @extschema@.fernet_decrypt_bytea(token text) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_bytea' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_bytea' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_decrypt_bytea(token text, ttl integer) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_bytea_ttl' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_bytea_ttl' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_decrypt_bytea(token text, keys text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'cc_fernet_decrypt_bytea_keys' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION @extschema@.fernet_decrypt_bytea(token text, keys text, ttl integer) RETURNS bytea
@@ -49,19 +51,19 @@ CREATE FUNCTION @extschema@.fernet_decrypt_bytea(token text, keys text, ttl inte
 
 -- Re-encrypt under the first key, keeping the token's timestamp (MultiFernet.rotate).
 CREATE FUNCTION @extschema@.fernet_rotate(token text) RETURNS text
-    AS 'MODULE_PATHNAME', 'cc_fernet_rotate' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_rotate' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_rotate(token text, keys text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_fernet_rotate_keys' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 
 -- The authenticated timestamp of a token.
 CREATE FUNCTION @extschema@.fernet_extract_timestamp(token text) RETURNS timestamptz
-    AS 'MODULE_PATHNAME', 'cc_fernet_extract_timestamp' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_extract_timestamp' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_extract_timestamp(token text, keys text) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'cc_fernet_extract_timestamp_keys' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- 1-based position of the key that authenticates the token; NULL when none does.
 CREATE FUNCTION @extschema@.fernet_key_index(token text) RETURNS integer
-    AS 'MODULE_PATHNAME', 'cc_fernet_key_index' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_fernet_key_index' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@.fernet_key_index(token text, keys text) RETURNS integer
     AS 'MODULE_PATHNAME', 'cc_fernet_key_index_keys' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 

@@ -5,7 +5,7 @@
 -- position, 0 for plaintext (no token structure), -1 for a token that no key
 -- authenticates (or any token when no key is configured).
 CREATE FUNCTION @extschema@._key_position(value text) RETURNS integer
-    AS 'MODULE_PATHNAME', 'cc_key_position' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_key_position' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 REVOKE EXECUTE ON FUNCTION @extschema@._key_position(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._key_position(text) TO conn_crypto_reader;
 

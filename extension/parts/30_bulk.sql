@@ -5,7 +5,7 @@
 -- encrypted), 0 plaintext, -1 a token that no key authenticates, k >= 1 a
 -- token of key k. json_plaintext: '{...' is plaintext JSON (trigger.kwargs).
 CREATE FUNCTION @extschema@._value_state(value text, encrypt_empty boolean, json_plaintext boolean) RETURNS integer
-    AS 'MODULE_PATHNAME', 'cc_value_state' LANGUAGE C STABLE PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'cc_value_state' LANGUAGE C STABLE PARALLEL RESTRICTED;
 REVOKE EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) TO conn_crypto_reader;
 

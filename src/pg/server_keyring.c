@@ -35,14 +35,41 @@ static bool exit_hook_registered = false;
 
 static const char *const ENV_KEY = "AIRFLOW__CORE__FERNET_KEY";
 
+/* What SHOW, pg_settings and the reload log see instead of the keyring. */
+#define KEY_MASK "********"
+
+/* The real keyring text: the GUC's "extra", kept by the GUC machinery. */
+static const char *fernet_key_text = NULL;
+
+/* Replaces a malloc'd GUC string with a malloc'd copy of text, wiping the old one. */
+static bool
+replace_guc_string(char **value, const char *text)
+{
+	char	   *copy = strdup(text);
+
+	if (copy == NULL)
+		return false;
+	cc_wipe(*value, strlen(*value));
+	free(*value);
+	*value = copy;
+	return true;
+}
+
 /*
+ * The keyring moves into the GUC's "extra" and the visible value becomes a
+ * mask: SHOW and current_setting never return it (not even to superusers),
+ * and a reload of postgresql.conf that changes the key does not log
+ * 'parameter changed to "<key>"', since the visible value stays the same.
+ *
  * pg_db_role_setting and pg_proc.proconfig are readable by every user, so a
  * key stored by ALTER DATABASE/ROLE ... SET or CREATE FUNCTION ... SET would
- * be exposed to all of them. PGC_S_TEST is how those commands validate.
+ * be exposed to all of them: refused. PGC_S_TEST is how those commands validate.
  */
 static bool
-check_key_source(char **newval, void **extra, GucSource source)
+check_fernet_key(char **newval, void **extra, GucSource source)
 {
+	char	   *real;
+
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
 	if (source == PGC_S_TEST)
@@ -59,23 +86,30 @@ check_key_source(char **newval, void **extra, GucSource source)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("ignoring conn_crypto.fernet_key set by ALTER DATABASE or ALTER ROLE"),
 				 errhint("Remove it with ALTER DATABASE/ROLE ... RESET conn_crypto.fernet_key; it is readable by every user.")));
-		/* GUC strings are malloc'd: replace the value with an empty one. */
-		{
-			char	   *empty = malloc(1);
-
-			if (empty == NULL)
-				return false;
-			empty[0] = '\0';
-			free(*newval);
-			*newval = empty;
-		}
-		return true;
+		return replace_guc_string(newval, "");
 	}
+	real = strdup(*newval);		/* GUC frees extra with free() */
+	if (real == NULL)
+		return false;
+	if (!replace_guc_string(newval, KEY_MASK))
+	{
+		cc_wipe(real, strlen(real));
+		free(real);
+		return false;
+	}
+	*extra = real;
 	return true;
 }
 
 static void
-assign_key(const char *newval, void *extra)
+assign_fernet_key(const char *newval, void *extra)
+{
+	fernet_key_text = (newval != NULL && newval[0] != '\0') ? (const char *) extra : NULL;
+	guc_generation++;
+}
+
+static void
+assign_key_command(const char *newval, void *extra)
 {
 	guc_generation++;
 }
@@ -97,7 +131,7 @@ cc_define_key_gucs(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   check_key_source, assign_key, NULL);
+							   check_fernet_key, assign_fernet_key, NULL);
 	DefineCustomStringVariable("conn_crypto.fernet_key_command",
 							   "Shell command whose standard output is the Fernet keyring.",
 							   "Used when conn_crypto.fernet_key is empty; settable only in postgresql.conf.",
@@ -105,7 +139,7 @@ cc_define_key_gucs(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
-							   NULL, assign_key, NULL);
+							   NULL, assign_key_command, NULL);
 }
 
 /*
@@ -165,11 +199,11 @@ configured_text(const char **source, Size *len, bool *owned)
 	const char *env;
 
 	*owned = false;
-	if (cc_fernet_key_guc != NULL && cc_fernet_key_guc[0] != '\0')
+	if (fernet_key_text != NULL && fernet_key_text[0] != '\0')
 	{
 		*source = "conn_crypto.fernet_key";
-		*len = strlen(cc_fernet_key_guc);
-		return cc_fernet_key_guc;
+		*len = strlen(fernet_key_text);
+		return fernet_key_text;
 	}
 	if (cc_fernet_key_command_guc != NULL && cc_fernet_key_command_guc[0] != '\0')
 	{

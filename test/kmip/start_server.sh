@@ -83,10 +83,6 @@ database_path=$DIR/pykmip.db
 CONF
 
 # --- start and wait ---------------------------------------------------------
-"$PY" /usr/bin/pykmip-server -f "$DIR/server.conf" -l "$DIR/server.log" \
-    >"$DIR/server.out" 2>&1 </dev/null &
-pid=$!
-
 port_open() {
     "$PY" - "$PORT" <<'PYEOF'
 import socket, sys
@@ -100,6 +96,15 @@ finally:
     s.close()
 PYEOF
 }
+
+if port_open; then
+    echo "port $PORT on 127.0.0.1 is already in use" >&2
+    exit 1
+fi
+
+"$PY" /usr/bin/pykmip-server -f "$DIR/server.conf" -l "$DIR/server.log" \
+    >"$DIR/server.out" 2>&1 </dev/null &
+pid=$!
 
 for _ in $(seq 1 150); do
     if ! kill -0 "$pid" 2>/dev/null; then

@@ -348,6 +348,7 @@ class Scenario:
         self.cols = columns(version)
         self.server = multifernet(server_keys)
         self.airflow = airflow
+        self.reader = None     # the Airflow whose getters read; None: self.airflow
         self.note = seed_note
         self.conns = {}   # conn_id -> {"password": ColState, "extra": ColState}
         self.vars = {}    # key -> {"val": ColState}
@@ -485,6 +486,7 @@ class Scenario:
         return replace(st, raw=stored)
 
     def check(self, conn_ids=(), var_keys=(), full=False):
+        reader = self.reader or self.airflow
         conn_ids, var_keys = set(conn_ids), set(var_keys)
         rows = self.conn_rows(None if full else conn_ids)
         seen = set()
@@ -497,9 +499,9 @@ class Scenario:
                 self.fail(f"connection {cid!r} exists, expected none")
             m = self.conns[cid]
             m["password"] = self.check_col(f"connection[{cid}]", self.cols["password"], m["password"], r["password"],
-                                           r["is_encrypted"], self.airflow.get_password(r), r["sql_password"])
+                                           r["is_encrypted"], reader.get_password(r), r["sql_password"])
             m["extra"] = self.check_col(f"connection[{cid}]", self.cols["extra"], m["extra"], r["extra"],
-                                        r["is_extra_encrypted"], self.airflow.get_extra(r), r["sql_extra"])
+                                        r["is_extra_encrypted"], reader.get_extra(r), r["sql_extra"])
             if r["extra"] and r["is_extra_encrypted"]:
                 json.loads(m["extra"].value)
         expect = set(self.conns) if full else {c for c in conn_ids if c in self.conns}
@@ -514,7 +516,7 @@ class Scenario:
                 self.fail(f"variable {k!r} exists, expected none")
             m = self.vars[k]
             m["val"] = self.check_col(f"variable[{k}]", self.cols["val"], m["val"], r["val"], r["is_encrypted"],
-                                      self.airflow.get_val(r), r["sql_val"])
+                                      reader.get_val(r), r["sql_val"])
         expect = set(self.vars) if full else {k for k in var_keys if k in self.vars}
         if seen != expect:
             self.fail(f"variables missing: {sorted(expect - seen)[:5]}")

@@ -132,10 +132,11 @@ def test_keyring_rows_of_old_key(db, arng, airflow_schema):
 
         # Mixed fleet: the upgraded Airflow (new key first) and a worker still on k_old.
         upgraded = sc.airflow
+        sc.reader = upgraded
         for i in range(STEPS // 3):
             sc.airflow = old_airflow if i % 4 == 0 else upgraded
             sc.step()
-        sc.airflow = upgraded
+        sc.airflow, sc.reader = upgraded, None
         sc.check(full=True)
 
         # A worker with a key the server does not have is refused; nothing changes.
@@ -146,7 +147,6 @@ def test_keyring_rows_of_old_key(db, arng, airflow_schema):
             stranger.set_password(obj, "from a stranger")
             assert not sc.run(FOREIGN_TOKEN, lambda: stranger._flush_update("connection", loaded, obj))
             sc.check([cid])
-        sc.airflow = sc.airflow  # keep the upgraded reader
 
         # airflow rotate-fernet-key: UPDATE password = <rotated token>, flags untouched.
         sent = upgraded.rotate_fernet_key()
