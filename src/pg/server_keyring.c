@@ -56,8 +56,8 @@ replace_guc_string(char **value, const char *text)
 }
 
 /*
- * The keyring moves into the GUC's "extra" and the visible value becomes a
- * mask: SHOW and current_setting never return it (not even to superusers),
+ * The keyring moves into the GUC's "extra" and the visible value is always a
+ * mask, set or not: SHOW and current_setting never return it (not even to superusers),
  * and a reload of postgresql.conf that changes the key does not log
  * 'parameter changed to "<key>"', since the visible value stays the same.
  *
@@ -70,8 +70,11 @@ check_fernet_key(char **newval, void **extra, GucSource source)
 {
 	char	   *real;
 
-	if (*newval == NULL || (*newval)[0] == '\0')
+	if (*newval == NULL)
 		return true;
+	/* Empty is masked too: a reload that sets or changes the key then compares equal. */
+	if ((*newval)[0] == '\0')
+		return replace_guc_string(newval, KEY_MASK);
 	if (source == PGC_S_TEST)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -86,7 +89,7 @@ check_fernet_key(char **newval, void **extra, GucSource source)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("ignoring conn_crypto.fernet_key set by ALTER DATABASE or ALTER ROLE"),
 				 errhint("Remove it with ALTER DATABASE/ROLE ... RESET conn_crypto.fernet_key; it is readable by every user.")));
-		return replace_guc_string(newval, "");
+		return replace_guc_string(newval, KEY_MASK);
 	}
 	real = strdup(*newval);		/* GUC frees extra with free() */
 	if (real == NULL)
@@ -104,7 +107,7 @@ check_fernet_key(char **newval, void **extra, GucSource source)
 static void
 assign_fernet_key(const char *newval, void *extra)
 {
-	fernet_key_text = (newval != NULL && newval[0] != '\0') ? (const char *) extra : NULL;
+	fernet_key_text = (const char *) extra;	/* NULL when the setting is empty */
 	guc_generation++;
 }
 
@@ -121,9 +124,30 @@ release_keyring(int code, Datum arg)
 	cached_ring = NULL;
 }
 
+/*
+ * Takes AIRFLOW__CORE__FERNET_KEY out of the process environment into private
+ * memory, so that programs the server starts (archive_command, COPY ... PROGRAM,
+ * the key command) do not inherit it. Preloaded, this runs once in the
+ * postmaster and every backend inherits the copy.
+ */
+static char *env_keyring = NULL;
+
+static void
+capture_environment_key(void)
+{
+	const char *value = getenv(ENV_KEY);
+
+	if (value == NULL || env_keyring != NULL)
+		return;
+	env_keyring = strdup(value);
+	if (env_keyring != NULL)
+		unsetenv(ENV_KEY);
+}
+
 void
 cc_define_key_gucs(void)
 {
+	capture_environment_key();
 	DefineCustomStringVariable("conn_crypto.fernet_key",
 							   "Comma-separated Fernet keyring; the first key encrypts.",
 							   "When empty, the server's AIRFLOW__CORE__FERNET_KEY environment variable is used.",
@@ -211,7 +235,7 @@ configured_text(const char **source, Size *len, bool *owned)
 		*owned = true;
 		return run_key_command(cc_fernet_key_command_guc, len);
 	}
-	env = getenv(ENV_KEY);
+	env = env_keyring;
 	if (env != NULL && env[0] != '\0')
 	{
 		*source = ENV_KEY;

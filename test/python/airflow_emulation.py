@@ -92,14 +92,30 @@ def token_len(nbytes):
     return 4 * math.ceil((1 + 8 + 16 + 16 * (nbytes // 16 + 1) + 32) / 3)
 
 
+_DECRYPTED = {}     # (id(fernet), token) -> plaintext or None: a token always decrypts the same way
+
+
 def try_decrypt(fernet, token):
     """The plaintext of token under fernet, or None when it is not one of its tokens."""
     if not token:
         return None
-    try:
-        return fernet.decrypt(token.encode()).decode()
-    except (InvalidToken, UnicodeDecodeError, ValueError, TypeError):
-        return None
+    k = (id(fernet), token)
+    if k not in _DECRYPTED:
+        if len(_DECRYPTED) > 200000:
+            _DECRYPTED.clear()
+        try:
+            _DECRYPTED[k] = fernet.decrypt(token.encode()).decode()
+        except (InvalidToken, UnicodeDecodeError, ValueError, TypeError):
+            _DECRYPTED[k] = None
+    return _DECRYPTED[k]
+
+
+def decrypt(fernet, token):
+    """fernet.decrypt(token).decode(), raising InvalidToken like it (memoized)."""
+    plain = try_decrypt(fernet, token)
+    if plain is None:
+        raise InvalidToken
+    return plain
 
 
 # ---------------------------------------------------------------- Airflow's ORM
@@ -138,18 +154,18 @@ class Airflow:
 
     def get_password(self, row):
         if row["password"] and row["is_encrypted"]:
-            return self.fernet.decrypt(row["password"].encode()).decode()
+            return decrypt(self.fernet, row["password"])
         return row["password"]
 
     def get_extra(self, row):
         if row["extra"] and row["is_extra_encrypted"]:
-            return self.fernet.decrypt(row["extra"].encode()).decode()
+            return decrypt(self.fernet, row["extra"])
         return row["extra"]
 
     def get_val(self, row):
         if row["val"] is not None and row["is_encrypted"]:
             try:
-                return self.fernet.decrypt(row["val"].encode()).decode()
+                return decrypt(self.fernet, row["val"])
             except InvalidToken:
                 return None     # Airflow logs "Can't decrypt _val for key=..." and returns None
         return row["val"]
@@ -258,12 +274,16 @@ _WEIGHTS = (45, 15, 15, 5, 20)
 def random_text(rng, nbytes):
     """UTF-8 text of exactly nbytes bytes mixing 1- to 4-byte characters."""
     out, size = [], 0
+    rand = rng.random
+    ranges = rng.choices(_RANGES, _WEIGHTS, k=nbytes)
+    i = 0
     while size < nbytes:
-        lo, hi = rng.choices(_RANGES, _WEIGHTS)[0]
-        cp = rng.randint(lo, hi)
-        w = len(chr(cp).encode())
+        lo, hi = ranges[i]
+        i += 1
+        cp = lo + int(rand() * (hi - lo + 1))
+        w = 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
         if size + w > nbytes:
-            cp, w = rng.randint(0x20, 0x7E), 1
+            cp, w = 0x20 + int(rand() * 95), 1
         out.append(chr(cp))
         size += w
     return "".join(out)
@@ -327,6 +347,7 @@ def random_flag(rng):
 PENDING = object()  # a token the server made: its text is learnt from the next read
 SAME = object()     # "SET col = col"
 KEEP = object()     # flag column not in the statement
+NOT_READ = object() # the SQL helper was not asked for this row
 
 
 @dataclass(frozen=True)
@@ -431,28 +452,32 @@ class Scenario:
         return True
 
     # -- checking
-    def conn_rows(self, ids=None):
+    def conn_rows(self, ids=None, sql_ids=None):
+        """Rows (all, or those of ids) with the SQL helpers' reads (of every row, or of sql_ids only)."""
         desc = ", description" if self.version == "2" else ""
+        sql_if = "" if sql_ids is None else "CASE WHEN conn_id = ANY(%(sql_ids)s) THEN "
+        end = "" if sql_ids is None else " END"
         q = (f"SELECT id, conn_id, conn_type, host, schema, login, port{desc}, password, is_encrypted, "
-             f"extra, is_extra_encrypted, conn_crypto.connection_password(conn_id, %s) AS sql_password, "
-             f"conn_crypto.connection_extra(conn_id, %s) AS sql_extra FROM {self.t('connection')}")
-        args = [self.schema, self.schema]
+             f"extra, is_extra_encrypted, conn_id = ANY(%(sql_ids)s) OR %(all)s AS sql_read, "
+             f"{sql_if}conn_crypto.connection_password(conn_id, %(s)s){end} AS sql_password, "
+             f"{sql_if}conn_crypto.connection_extra(conn_id, %(s)s){end} AS sql_extra FROM {self.t('connection')}")
         if ids is not None:
-            q += " WHERE conn_id = ANY(%s)"
-            args.append(list(ids))
+            q += " WHERE conn_id = ANY(%(ids)s)"
         with self.cur.connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as c:
-            c.execute(q, args)
+            c.execute(q, {"s": self.schema, "ids": list(ids or ()), "sql_ids": list(sql_ids or ()),
+                          "all": sql_ids is None})
             return c.fetchall()
 
-    def var_rows(self, keys=None):
-        q = (f"SELECT id, key, val, is_encrypted, conn_crypto.variable_value(key, %s) AS sql_val "
-             f"FROM {self.t('variable')}")
-        args = [self.schema]
+    def var_rows(self, keys=None, sql_keys=None):
+        sql_if = "" if sql_keys is None else "CASE WHEN key = ANY(%(sql_keys)s) THEN "
+        end = "" if sql_keys is None else " END"
+        q = (f"SELECT id, key, val, is_encrypted, key = ANY(%(sql_keys)s) OR %(all)s AS sql_read, "
+             f"{sql_if}conn_crypto.variable_value(key, %(s)s){end} AS sql_val FROM {self.t('variable')}")
         if keys is not None:
-            q += " WHERE key = ANY(%s)"
-            args.append(list(keys))
+            q += " WHERE key = ANY(%(keys)s)"
         with self.cur.connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as c:
-            c.execute(q, args)
+            c.execute(q, {"s": self.schema, "keys": list(keys or ()), "sql_keys": list(sql_keys or ()),
+                          "all": sql_keys is None})
             return c.fetchall()
 
     def check_col(self, where, col, st, stored, flag, airflow_read, sql_read):
@@ -480,15 +505,21 @@ class Scenario:
             self.fail(f"{ctx}: empty value left with flag true")
         if airflow_read != st.value:
             self.fail(f"{ctx}: Airflow reads {airflow_read!r:.120}, expected {st.value!r:.120}")
-        if sql_read != st.value:
+        if sql_read is not NOT_READ and sql_read != st.value:
             self.fail(f"{ctx}: SQL helper reads {sql_read!r:.120}, expected {st.value!r:.120}")
         self.checked += 1
         return replace(st, raw=stored)
 
-    def check(self, conn_ids=(), var_keys=(), full=False):
+    def check(self, conn_ids=(), var_keys=(), full=False, sql_sample=None):
+        """Check the rows of conn_ids and var_keys, or every row when full. The SQL
+        helpers read every checked row, or (sql_sample=n) only n random ones of them."""
         reader = self.reader or self.airflow
         conn_ids, var_keys = set(conn_ids), set(var_keys)
-        rows = self.conn_rows(None if full else conn_ids)
+        sql_ids = sql_keys = None
+        if sql_sample is not None:
+            sql_ids = self.pick(self.conns, sql_sample)
+            sql_keys = self.pick(self.vars, sql_sample)
+        rows = self.conn_rows(None if full else conn_ids, sql_ids)
         seen = set()
         for r in rows:
             cid = r["conn_id"]
@@ -498,16 +529,17 @@ class Scenario:
             if cid not in self.conns:
                 self.fail(f"connection {cid!r} exists, expected none")
             m = self.conns[cid]
+            sql_pw, sql_extra = (r["sql_password"], r["sql_extra"]) if r["sql_read"] else (NOT_READ, NOT_READ)
             m["password"] = self.check_col(f"connection[{cid}]", self.cols["password"], m["password"], r["password"],
-                                           r["is_encrypted"], reader.get_password(r), r["sql_password"])
+                                           r["is_encrypted"], reader.get_password(r), sql_pw)
             m["extra"] = self.check_col(f"connection[{cid}]", self.cols["extra"], m["extra"], r["extra"],
-                                        r["is_extra_encrypted"], reader.get_extra(r), r["sql_extra"])
+                                        r["is_extra_encrypted"], reader.get_extra(r), sql_extra)
             if r["extra"] and r["is_extra_encrypted"]:
                 json.loads(m["extra"].value)
         expect = set(self.conns) if full else {c for c in conn_ids if c in self.conns}
         if seen != expect:
             self.fail(f"connections missing: {sorted(expect - seen)[:5]}")
-        rows = self.var_rows(None if full else var_keys)
+        rows = self.var_rows(None if full else var_keys, sql_keys)
         seen = set()
         for r in rows:
             k = r["key"]
@@ -516,7 +548,7 @@ class Scenario:
                 self.fail(f"variable {k!r} exists, expected none")
             m = self.vars[k]
             m["val"] = self.check_col(f"variable[{k}]", self.cols["val"], m["val"], r["val"], r["is_encrypted"],
-                                      reader.get_val(r), r["sql_val"])
+                                      reader.get_val(r), r["sql_val"] if r["sql_read"] else NOT_READ)
         expect = set(self.vars) if full else {k for k in var_keys if k in self.vars}
         if seen != expect:
             self.fail(f"variables missing: {sorted(expect - seen)[:5]}")
@@ -896,15 +928,23 @@ class Scenario:
         "sql_var_update": 5, "sql_var_delete": 1,
     }
 
-    def step(self, full_every=200):
+    def step(self, full_every=300):
+        """One random operation, then a check of what it touched: every row after a
+        whole-table UPDATE (SQL helpers on a sample), every row and both reads every
+        full_every steps."""
         names = list(self.OPS)
         name = self.rng.choices(names, [self.OPS[n] for n in names])[0]
         self.steps += 1
         self.op_counts[name] = self.op_counts.get(name, 0) + 1
-        conn_ids, var_keys, full = getattr(self, "op_" + name)()
-        self.check(conn_ids, var_keys, full=full or self.steps % full_every == 0)
+        conn_ids, var_keys, whole = getattr(self, "op_" + name)()
+        if self.steps % full_every == 0:
+            self.check(full=True)
+        elif whole:
+            self.check(full=True, sql_sample=100)
+        else:
+            self.check(conn_ids, var_keys)
 
-    def run_steps(self, n, full_every=200):
+    def run_steps(self, n, full_every=300):
         for _ in range(n):
             self.step(full_every)
         self.check(full=True)

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <dirent.h>
 #include <sys/wait.h>
 
 using namespace conn_crypto;
@@ -257,8 +258,18 @@ TEST_F(KmsIntegration, ServerCertificateIsVerified) {
     EXPECT_TRUE(starts_with(m, "KMS TLS handshake failed: server certificate rejected")) << m;
 }
 
+static std::size_t open_fds() {
+    std::size_t n = 0;
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        while (::readdir(d)) ++n;
+        ::closedir(d);
+    }
+    return n;
+}
+
 TEST_F(KmsIntegration, ManySequentialCalls) {
     auto p = make_provider(config());
+    std::size_t fds_before = open_fds();
     std::vector<std::string> wrapped;
     std::vector<SecureBytes> keys;
     long long ms = elapsed_ms([&] {
@@ -269,6 +280,7 @@ TEST_F(KmsIntegration, ManySequentialCalls) {
         for (int i = 0; i < 10; ++i) EXPECT_EQ(p->unwrap(wrapped[i]), keys[i]);
     });
     std::cout << "[ info     ] 20 calls in " << ms << " ms (one TLS connection each)" << std::endl;
+    EXPECT_EQ(open_fds(), fds_before);  // every connection's socket was closed
 }
 
 TEST_F(KmsIntegration, InterruptDuringARealCallIsHonoured) {
