@@ -221,6 +221,7 @@ def test_airflow110_varchar_limit(db, arng, airflow_schema):
         enable(cur, airflow_schema)
         af = Airflow(cur, airflow_schema, multifernet(key), "1.10")
         sc = Scenario(cur, airflow_schema, arng, "1.10", key, af, NOTE)
+        sc.json_extras = False
         for n in (3678, 3679, 3680, 3700):
             fits = n <= 3679
             for path in ("airflow", "sql"):
