@@ -7,11 +7,11 @@ DATA_built = extension/conn_crypto--1.0.sql
 EXTRA_CLEAN = extension/conn_crypto--1.0.sql
 
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/pg/*.c))) \
-       $(patsubst %.cpp,%.o,$(sort $(wildcard src/pg/*.cpp) $(wildcard src/core/*.cpp)))
+       $(patsubst %.cpp,%.o,$(sort $(wildcard src/pg/*.cpp) $(wildcard src/core/*.cpp) $(wildcard src/core/kms/*.cpp)))
 
 PG_CPPFLAGS = -I$(srcdir)/src/core -I$(srcdir)/src/pg
 PG_CXXFLAGS = -std=c++17 -Wno-missing-field-initializers
-SHLIB_LINK = -lcrypto -lstdc++
+SHLIB_LINK = -lssl -lcrypto -lstdc++
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=conn_crypto

@@ -36,7 +36,7 @@ log="$BUILD/unit_tests.log"
 status=0
 # Run the binary directly: one process, so one leak check covers every test.
 "$BUILD/unit_tests" --gtest_color=no >"$log" 2>&1 || status=$?
-grep -E '^\[  (PASSED|FAILED)  \]|^\[==========\] [0-9]+ tests' "$log" || true
+grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^\[==========\] [0-9]+ tests' "$log" || true
 if [ "$status" -ne 0 ] || grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer|Sanitizer has encountered a fatal error' "$log"; then
     echo "sanitized unit tests FAILED (exit $status), see $log"
     grep -E 'ERROR:|runtime error:|SUMMARY:|\[  FAILED  \]' "$log" | head -20

@@ -68,17 +68,31 @@ std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token)
     return std::nullopt;
 }
 
+// Like MultiFernet: every key is tried in order, and a key whose MAC matches
+// but whose cipher half fails (two keys sharing a signing half) does not end
+// the search.
+std::size_t Keyring::decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index) const {
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+        if (!keys_[i].authenticates(parsed)) continue;
+        try {
+            std::size_t n = keys_[i].decrypt_authenticated(parsed, out);
+            if (key_index) *key_index = i;
+            return n;
+        } catch (const Error& e) {
+            if (e.kind() != ErrorKind::InvalidToken) throw;
+        }
+    }
+    throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+}
+
 Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optional<std::int64_t> ttl,
                            std::int64_t now) const {
     ParsedToken parsed = parse_token(token);
     // The spec orders the time check before the signature check.
     if (ttl) check_token_time(parsed.timestamp, *ttl, now);
-    auto index = authenticating_key(parsed);
-    if (!index) throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
     Decrypted d;
-    d.key_index = *index;
     d.timestamp = parsed.timestamp;
-    d.length = keys_[*index].decrypt_authenticated(parsed, out);
+    d.length = decrypt_parsed(parsed, out, &d.key_index);
     return d;
 }
 
@@ -100,10 +114,8 @@ std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
 
 std::size_t Keyring::rotate(std::string_view token, char* out) const {
     ParsedToken parsed = parse_token(token);
-    auto index = authenticating_key(parsed);
-    if (!index) throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
     SecureBytes plain(parsed.ciphertext_len());
-    std::size_t n = keys_[*index].decrypt_authenticated(parsed, plain.data());
+    std::size_t n = decrypt_parsed(parsed, plain.data(), nullptr);
     encrypt(plain.data(), n, out, parsed.timestamp);
     return token_length(n);
 }

@@ -69,6 +69,8 @@ public:
     }
 
 private:
+    std::size_t decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index) const;
+
     std::vector<FernetKey> keys_;
 };
 

@@ -1,13 +1,14 @@
 // Implements bridge.h: each entry point runs the core inside one catch-all
 // guard and reports failures as cc_error. Nothing here includes PostgreSQL.
 #include "bridge.h"
+#include "bridge_guard.hpp"
 
 #include "errors.hpp"
+#include "base64.hpp"
 #include "keyring.hpp"
 
 #include <openssl/crypto.h>
 
-#include <cstdio>
 #include <cstring>
 #include <new>
 #include <string_view>
@@ -16,51 +17,7 @@ struct cc_keyring {
     conn_crypto::Keyring ring;
 };
 
-namespace {
-
-using conn_crypto::Error;
-using conn_crypto::ErrorKind;
-
-cc_status status_of(ErrorKind kind) {
-    switch (kind) {
-        case ErrorKind::MalformedToken: return CC_ERR_MALFORMED;
-        case ErrorKind::InvalidToken: return CC_ERR_INVALID;
-        case ErrorKind::Expired: return CC_ERR_EXPIRED;
-        case ErrorKind::FutureTimestamp: return CC_ERR_FUTURE;
-        case ErrorKind::BadKey: return CC_ERR_BAD_KEY;
-        case ErrorKind::NoKey: return CC_ERR_NO_KEY;
-        case ErrorKind::TooLarge: return CC_ERR_TOO_LARGE;
-        case ErrorKind::Crypto: return CC_ERR_CRYPTO;
-    }
-    return CC_ERR_INTERNAL;
-}
-
-void set_error(cc_error* err, cc_status status, const char* message) {
-    if (!err) return;
-    err->status = status;
-    std::snprintf(err->message, sizeof err->message, "%s", message);
-}
-
-// Runs f; converts every exception into a cc_error. Returns false on failure.
-template <class F>
-bool guarded(cc_error* err, F&& f) noexcept {
-    try {
-        f();
-        if (err) err->status = CC_OK;
-        return true;
-    } catch (const Error& e) {
-        set_error(err, status_of(e.kind()), e.what());
-    } catch (const std::bad_alloc&) {
-        set_error(err, CC_ERR_NO_MEMORY, "out of memory");
-    } catch (const std::exception& e) {
-        set_error(err, CC_ERR_INTERNAL, "internal error in conn_crypto core");
-    } catch (...) {
-        set_error(err, CC_ERR_INTERNAL, "internal error in conn_crypto core");
-    }
-    return false;
-}
-
-}  // namespace
+using conn_crypto::bridge::guarded;
 
 extern "C" {
 
@@ -122,6 +79,10 @@ bool cc_looks_like_token(const char* token, size_t len) {
     return conn_crypto::looks_like_token(std::string_view(token, len));
 }
 
+bool cc_random_bytes(uint8_t* out, size_t n, cc_error* err) {
+    return guarded(err, [&] { conn_crypto::random_bytes(out, n); });
+}
+
 bool cc_generate_key(char* out44, cc_error* err) {
     return guarded(err, [&] {
         std::string k = conn_crypto::Keyring::generate_key();
@@ -131,5 +92,16 @@ bool cc_generate_key(char* out44, cc_error* err) {
 }
 
 void cc_wipe(void* p, size_t n) { OPENSSL_cleanse(p, n); }
+
+cc_keyring* cc_keyring_from_raw(const uint8_t* key32, cc_error* err) {
+    cc_keyring* result = nullptr;
+    guarded(err, [&] {
+        std::string text(conn_crypto::kKeyChars, '\0');
+        conn_crypto::base64::encode_urlsafe(key32, conn_crypto::kKeyBytes, text.data());
+        result = new cc_keyring{conn_crypto::Keyring::parse(text)};
+        OPENSSL_cleanse(text.data(), text.size());
+    });
+    return result;
+}
 
 }  // extern "C"

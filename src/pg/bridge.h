@@ -28,6 +28,7 @@ typedef enum cc_status
 	CC_ERR_TOO_LARGE,		/* result exceeds a size limit */
 	CC_ERR_CRYPTO,			/* OpenSSL failure */
 	CC_ERR_NO_MEMORY,
+	CC_ERR_KMS,				/* the Key Management Service failed or refused */
 	CC_ERR_INTERNAL
 } cc_status;
 
@@ -79,8 +80,14 @@ extern bool cc_extract_timestamp(const cc_keyring *ring, const char *token, size
 /* Structure only (base64, length, version, block multiple); no key needed. */
 extern bool cc_looks_like_token(const char *token, size_t len);
 
+/* n bytes from the CSPRNG. */
+extern bool cc_random_bytes(uint8_t *out, size_t n, cc_error *err);
+
 /* 44 characters, no terminator. */
 extern bool cc_generate_key(char *out44, cc_error *err);
+
+/* A keyring of one raw 32-byte key (a per-connection data key). */
+extern cc_keyring *cc_keyring_from_raw(const uint8_t *key32, cc_error *err);
 
 /* Wipe memory that held secrets (OPENSSL_cleanse; not optimised away). */
 extern void cc_wipe(void *p, size_t n);

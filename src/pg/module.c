@@ -4,6 +4,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "kms.h"
 #include "protect_trigger.h"
 #include "server_keyring.h"
 
@@ -16,5 +17,6 @@ _PG_init(void)
 {
 	cc_define_key_gucs();
 	cc_define_trigger_gucs();
+	cc_define_kms_gucs();
 	MarkGUCPrefixReserved("conn_crypto");
 }

@@ -25,6 +25,8 @@ cc_sqlstate(cc_status status)
 			return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 		case CC_ERR_NO_MEMORY:
 			return ERRCODE_OUT_OF_MEMORY;
+		case CC_ERR_KMS:
+			return ERRCODE_CC_KMS_FAILURE;
 		case CC_ERR_CRYPTO:
 		case CC_ERR_INTERNAL:
 		case CC_OK:

@@ -9,6 +9,7 @@
 #define ERRCODE_CC_INVALID_TOKEN	MAKE_SQLSTATE('Z','F','0','0','1')
 #define ERRCODE_CC_TOKEN_EXPIRED	MAKE_SQLSTATE('Z','F','0','0','2')
 #define ERRCODE_CC_TOKEN_FUTURE		MAKE_SQLSTATE('Z','F','0','0','3')
+#define ERRCODE_CC_KMS_FAILURE		MAKE_SQLSTATE('Z','F','0','1','0')
 
 extern int	cc_sqlstate(cc_status status);
 

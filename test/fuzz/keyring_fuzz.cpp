@@ -151,8 +151,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     // A token from the last key alone authenticates with the first position
     // holding the same signing half (only that half takes part in the MAC).
-    // If that key's encryption half differs, decryption may fail or give
-    // other bytes: the keyring, unlike MultiFernet, does not try later keys.
+    // Like MultiFernet, decryption then tries every key whose MAC matches,
+    // in order, until one decrypts with valid padding: at worst the last key.
     auto same_signing = [&](const std::vector<std::uint8_t>& k) {
         return std::memcmp(k.data(), keys.back().data(), 16) == 0;
     };
@@ -163,11 +163,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<std::uint8_t> old_plain(plaintext_bound(old_tok.size()));
     try {
         d = ring->decrypt(old_tok, old_plain.data());
-        CHECK(d.key_index == want);
-        if (keys[want] == keys.back())
+        CHECK(d.key_index >= want && same_signing(keys[d.key_index]));
+        if (keys[d.key_index] == keys.back())
             CHECK(d.length == sizeof iv && std::memcmp(old_plain.data(), iv, sizeof iv) == 0);
-    } catch (const Error& e) {
-        CHECK(e.kind() == ErrorKind::InvalidToken && keys[want] != keys.back());
+    } catch (const Error&) {
+        CHECK(false);  // the last key itself always decrypts its own token
     }
     return 0;
 }

@@ -520,7 +520,7 @@ class Scenario:
         if sql_sample is not None:
             sql_ids = self.pick(self.conns, sql_sample)
             sql_keys = self.pick(self.vars, sql_sample)
-        rows = self.conn_rows(None if full else conn_ids, sql_ids)
+        rows = self.conn_rows(None if full else conn_ids, sql_ids) if full or conn_ids else []
         seen = set()
         for r in rows:
             cid = r["conn_id"]
@@ -540,7 +540,7 @@ class Scenario:
         expect = set(self.conns) if full else {c for c in conn_ids if c in self.conns}
         if seen != expect:
             self.fail(f"connections missing: {sorted(expect - seen)[:5]}")
-        rows = self.var_rows(None if full else var_keys, sql_keys)
+        rows = self.var_rows(None if full else var_keys, sql_keys) if full or var_keys else []
         seen = set()
         for r in rows:
             k = r["key"]

@@ -296,3 +296,18 @@ TEST(RandomIv, SuccessiveIvsDiffer) {
     }
     EXPECT_EQ(seen.size(), 2000u);
 }
+
+TEST(Keyring, KeysSharingASigningHalfBehaveLikeMultiFernet) {
+    // Same signing half (bytes 0-15) as the spec key, different encryption half:
+    // MultiFernet moves on to the next key when padding fails after the MAC.
+    const std::string twin = "cw_0x689RpI-jtRR7oE8h_eQqKImvJapLeSbXpwF4e4=";
+    Keyring ring = Keyring::parse(twin + "," + kKey1);
+    const std::string spec_token =
+        "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
+    std::size_t idx = 99;
+    EXPECT_EQ(decrypt(ring, spec_token, std::nullopt, unix_now(), &idx), "hello");
+    EXPECT_EQ(idx, 1u);
+    std::string out(Keyring::rotate_bound(spec_token.size()), '\0');
+    out.resize(ring.rotate(spec_token, out.data()));
+    EXPECT_EQ(decrypt(ring, out), "hello");
+}
