@@ -42,7 +42,8 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL (SELECT @extschema@._split_tgargs(t.tgargs) AS args) a
 CROSS JOIN LATERAL pg_catalog.generate_series(1, pg_catalog.cardinality(a.args) / 3) AS i
 WHERE t.tgfoid = '@extschema@.protect_trigger()'::pg_catalog.regprocedure
-  AND t.tgname = 'conn_crypto_protect';
+  AND t.tgname = 'conn_crypto_protect'
+  AND a.args[3 * i] <> 'kms';   -- the KMS marker is not a protected column
 GRANT SELECT ON @extschema@.protected_columns TO PUBLIC;
 
 -- Refuses to protect a column whose tokens are all undecryptable: the
@@ -56,9 +57,14 @@ DECLARE
     good bigint;
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(args), 0) / 3 LOOP
+        CONTINUE WHEN args[3 * i] = 'kms';
+        -- Rows with their own KMS data key are not under the server keyring.
         EXECUTE format('SELECT count(*) FILTER (WHERE p = -1), count(*) FILTER (WHERE p > 0)'
-                       ' FROM (SELECT @extschema@._key_position(%I) AS p FROM %s WHERE %I <> %L) v',
-                       args[3 * i - 2], table_name, args[3 * i - 2], '')
+                       ' FROM (SELECT @extschema@._key_position(%I) AS p FROM %s WHERE %I <> %L %s) v',
+                       args[3 * i - 2], table_name, args[3 * i - 2], '',
+                       CASE WHEN EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = table_name
+                                         AND attname = '_kms_conn_id' AND NOT attisdropped)
+                            THEN 'AND _kms_conn_id IS NULL' ELSE '' END)
             INTO bad, good;
         IF bad > 0 AND good = 0 THEN
             RAISE EXCEPTION 'column "%" of table % holds % Fernet token(s) and no key of the server keyring decrypts any of them',
@@ -115,8 +121,9 @@ BEGIN
     END IF;
     -- UPDATE OF: an UPDATE that sets none of these columns does not fire the trigger at all.
     SELECT string_agg(DISTINCT quote_ident(a), ', ') INTO update_cols
-    FROM unnest(args) WITH ORDINALITY AS x(a, n)
-    WHERE n % 3 <> 0 AND a <> '';
+    FROM (SELECT a FROM unnest(args) WITH ORDINALITY AS x(a, n) WHERE n % 3 <> 0 AND a <> ''
+          UNION ALL
+          SELECT '_kms_extra' WHERE 'kms' = ANY(args)) cols;
     SELECT string_agg(quote_literal(a), ', ' ORDER BY n) INTO arg_list
     FROM unnest(args) WITH ORDINALITY AS x(a, n);
     PERFORM set_config('conn_crypto_internal.installing', 'on', true);
@@ -231,6 +238,8 @@ DECLARE
     v text;
     encrypted boolean;
     found_row boolean;
+    kms record;
+    has_kms boolean;
 BEGIN
     EXECUTE format('SELECT %I, %I, true FROM %I.%I WHERE %I = $1', value_column, flag_column, schema_name,
                    table_name, key_column)
@@ -241,6 +250,17 @@ BEGIN
     END IF;
     IF v IS NULL OR v = '' OR encrypted IS NOT TRUE THEN
         RETURN v;
+    END IF;
+    -- A row with its own KMS-wrapped data key (see enable_kms).
+    has_kms := EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = format('%I.%I', schema_name, table_name)::regclass
+                       AND attname = '_kms_conn_id' AND NOT attisdropped);
+    IF has_kms THEN
+        EXECUTE format('SELECT conn_key, _kms_conn_id, _kms_extra FROM %I.%I WHERE %I = $1', schema_name, table_name,
+                       key_column)
+            INTO kms USING key_value;
+        IF kms._kms_conn_id IS NOT NULL THEN
+            RETURN @extschema@._kms_fernet_decrypt(v, kms.conn_key, kms._kms_conn_id, kms._kms_extra, schema_name);
+        END IF;
     END IF;
     RETURN @extschema@.fernet_decrypt(v);
 END $$;

@@ -16,7 +16,8 @@ GRANT EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) TO co
 -- label_column names rows in reports (conn_id, key).
 CREATE FUNCTION @extschema@._bulk_targets()
 RETURNS TABLE (table_name regclass, column_name name, flag_column name, encrypt_empty boolean,
-               json_plaintext boolean, row_key name, row_key_type text, label_column name)
+               json_plaintext boolean, row_key name, row_key_type text, label_column name,
+               kms boolean, schema_name text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH targets AS (
         SELECT p.table_name, p.column_name, p.flag_column, p.encrypt_empty, false AS json_plaintext
@@ -32,7 +33,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tg.table_name, tg.column_name, tg.flag_column, tg.encrypt_empty, tg.json_plaintext,
            coalesce(pk.attname, 'ctid'), coalesce(format_type(pk.atttypid, NULL), 'tid'),
            (SELECT attname FROM pg_attribute
-            WHERE attrelid = tg.table_name AND attname IN ('conn_id', 'key') AND NOT attisdropped LIMIT 1)
+            WHERE attrelid = tg.table_name AND attname IN ('conn_id', 'key') AND NOT attisdropped LIMIT 1),
+           -- Airflow connections with per-connection KMS keys (enable_kms).
+           tg.column_name IN ('password', 'extra') AND tg.flag_column IS NOT NULL
+               AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = tg.table_name
+                           AND attname = '_kms_conn_id' AND NOT attisdropped),
+           (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = tg.table_name)
     FROM targets tg
     LEFT JOIN LATERAL (
         SELECT a.attname, a.atttypid FROM pg_index i
@@ -45,14 +52,21 @@ $$;
 -- SQL for one target: the state of its value, whether a row needs work in
 -- a mode, and the new value. Built once per target, evaluated on the row
 -- itself (never on a copy) so a locked row is judged by its latest version.
+-- State -3: a token of the row's own KMS-wrapped data key (not the server keyring's business).
 CREATE FUNCTION @extschema@._bulk_sql(mode text, column_name name, flag_column name, encrypt_empty boolean,
-                                      json_plaintext boolean, OUT state text, OUT need_work text,
+                                      json_plaintext boolean, kms boolean, schema_name text,
+                                      OUT state text, OUT need_work text,
                                       OUT work_from_state text, OUT new_value text)
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     flag text := CASE WHEN flag_column IS NULL THEN 'NULL::boolean' ELSE quote_ident(flag_column) END;
 BEGIN
     state := format('@extschema@._value_state(%I, %L, %L)', column_name, encrypt_empty, json_plaintext);
+    IF kms THEN
+        state := format('CASE WHEN _kms_conn_id IS NULL THEN %s'
+                        ' ELSE @extschema@._kms_value_state(%I, conn_key, _kms_conn_id, _kms_extra, %L) END',
+                        state, column_name, schema_name);
+    END IF;
     -- work_from_state: the same test on an already computed state "s" and flag "f".
     IF mode = 'rotate' THEN
         work_from_state := 's > 1';
@@ -60,8 +74,11 @@ BEGIN
     ELSE
         -- Airflow's read rules: a non-empty value whose flag is not true is read as
         -- plaintext. A token of the keyring with a false flag only needs its flag set.
-        work_from_state := format('(f IS NOT TRUE AND (s = 0 OR (s > 0 AND %L)))', flag_column IS NOT NULL);
-        new_value := format('CASE WHEN %s > 0 THEN %I ELSE @extschema@.fernet_encrypt(%I) END', state, column_name, column_name);
+        work_from_state := format('(f IS NOT TRUE AND (s = 0 OR ((s > 0 OR s = -3) AND %L)))', flag_column IS NOT NULL);
+        -- A KMS row's plaintext is encrypted here under the server key; its
+        -- trigger then moves it under the row's own data key.
+        new_value := format('CASE WHEN (%s) IN (0) THEN @extschema@.fernet_encrypt(%I) ELSE %I END',
+                            state, column_name, column_name);
     END IF;
     need_work := format('(SELECT %s FROM (SELECT %s AS s, %s AS f) x)', work_from_state, state, flag);
     IF flag_column IS NOT NULL THEN
@@ -130,7 +147,8 @@ BEGIN
     END IF;
     PERFORM @extschema@.fernet_encrypt('');   -- fails early and clearly when no key is configured
     FOR t IN SELECT * FROM @extschema@._bulk_targets() LOOP
-        q := @extschema@._bulk_sql(mode, t.column_name, t.flag_column, t.encrypt_empty, t.json_plaintext);
+        q := @extschema@._bulk_sql(mode, t.column_name, t.flag_column, t.encrypt_empty, t.json_plaintext,
+                                   t.kms, t.schema_name);
         label := format('%s.%I', t.table_name, t.column_name);
         SELECT greatest(reltuples, 0)::bigint INTO total FROM pg_class WHERE oid = t.table_name;
         done := 0; changed := 0; started := clock_timestamp(); last_key := NULL; pending := '{}';
@@ -220,27 +238,27 @@ END $$;
 -- older key (by position), plaintext, empty/NULL, undecryptable.
 CREATE FUNCTION @extschema@._status()
 RETURNS TABLE (table_name regclass, column_name name, total bigint, primary_key bigint, older_keys bigint,
-               by_key bigint[], plaintext bigint, empty bigint, undecryptable bigint)
+               by_key bigint[], plaintext bigint, empty bigint, undecryptable bigint, kms_encrypted bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t record;
-    keys integer;
+    q record;
+    counts bigint[];
 BEGIN
     FOR t IN SELECT * FROM @extschema@._bulk_targets() LOOP
+        q := @extschema@._bulk_sql('status', t.column_name, t.flag_column, t.encrypt_empty, t.json_plaintext,
+                                   t.kms, t.schema_name);
         table_name := t.table_name;
         column_name := t.column_name;
         EXECUTE format(
             'SELECT count(*), count(*) FILTER (WHERE s = 1), count(*) FILTER (WHERE s > 1),'
-            '       coalesce(max(s), 0), count(*) FILTER (WHERE s = 0), count(*) FILTER (WHERE s = -2),'
-            '       count(*) FILTER (WHERE s = -1)'
-            ' FROM (SELECT @extschema@._value_state(%I, %L, %L) AS s FROM %s) v',
-            t.column_name, t.encrypt_empty, t.json_plaintext, t.table_name)
-            INTO total, primary_key, older_keys, keys, plaintext, empty, undecryptable;
-        EXECUTE format(
-            'SELECT array_agg((SELECT count(*) FROM (SELECT @extschema@._value_state(%I, %L, %L) AS s FROM %s) v WHERE s = k) ORDER BY k)'
-            ' FROM generate_series(1, $1) k',
-            t.column_name, t.encrypt_empty, t.json_plaintext, t.table_name)
-            INTO by_key USING keys;
+            '       count(*) FILTER (WHERE s = 0), count(*) FILTER (WHERE s = -2),'
+            '       count(*) FILTER (WHERE s = -1), count(*) FILTER (WHERE s = -3),'
+            '       (SELECT array_agg(coalesce(c, 0) ORDER BY k) FROM generate_series(1, greatest(max(s), 0)) k'
+            '        LEFT JOIN (SELECT s AS k2, count(*) AS c FROM unnest(array_agg(s)) s GROUP BY s) g ON g.k2 = k)'
+            ' FROM (SELECT %s AS s FROM %s) v',
+            q.state, t.table_name)
+            INTO total, primary_key, older_keys, plaintext, empty, undecryptable, kms_encrypted, by_key;
         RETURN NEXT;
     END LOOP;
 END $$;
@@ -261,11 +279,12 @@ BEGIN
             '       CASE WHEN s = -1 THEN ''token that no key of the keyring decrypts'''
             '            WHEN s = 0 AND f THEN ''flag is true but the value is plaintext: Airflow cannot decrypt it'''
             '            ELSE ''flag is not true but the value is a token: Airflow hands out the token as the secret'' END'
-            ' FROM (SELECT %4$I, %3$s, @extschema@._value_state(%2$I, %5$L, %6$L) AS s, %7$s AS f FROM %1$s) v'
-            ' WHERE s = -1 OR (s = 0 AND f) OR (s > 0 AND %8$L AND f IS NOT TRUE)'
+            ' FROM (SELECT %4$I, %3$s, %5$s AS s, %6$s AS f FROM %1$s) v'
+            ' WHERE s = -1 OR (s = 0 AND f) OR ((s > 0 OR s = -3) AND %7$L AND f IS NOT TRUE)'
             ' ORDER BY 3',
             t.table_name, t.column_name, coalesce(quote_ident(t.label_column), 'NULL'), t.row_key,
-            t.encrypt_empty, t.json_plaintext,
+            (@extschema@._bulk_sql('verify', t.column_name, t.flag_column, t.encrypt_empty, t.json_plaintext,
+                                   t.kms, t.schema_name)).state,
             CASE WHEN t.flag_column IS NULL THEN 'NULL::boolean' ELSE quote_ident(t.flag_column) END,
             t.flag_column IS NOT NULL);
     END LOOP;

@@ -50,9 +50,8 @@ std::map<std::string, CachedKey>& cache() {
 
 void prefix_kms(cc_error* err, const char* kms_conn_id) {
     if (!err || err->status == CC_OK || !kms_conn_id) return;
-    char message[sizeof err->message];
-    std::snprintf(message, sizeof message, "KMS connection \"%s\": %s", kms_conn_id, err->message);
-    std::memcpy(err->message, message, sizeof message);
+    std::string message = std::string("KMS connection \"") + kms_conn_id + "\": " + err->message;
+    std::snprintf(err->message, sizeof err->message, "%s", message.c_str());
 }
 
 }  // namespace

@@ -10,6 +10,12 @@
  *   a token no key accepts               ERROR: re-encrypting would lose the secret
  *   anything else (plaintext)            encrypted under the primary key, flag true
  * An UPDATE that changes neither the value nor its flag costs nothing.
+ *
+ * A fourth kind of triple, ('conn_key', '_kms_conn_id', 'kms'), added by
+ * enable_kms(), makes the table's rows with _kms_conn_id set use their own
+ * data key (wrapped by that KMS connection into conn_key) instead of the
+ * server keyring; see kms.c. Tokens of the key a row used before (the server
+ * keyring, or its previous data key) are moved under the row's current key.
  */
 #include "postgres.h"
 
@@ -26,6 +32,7 @@
 
 #include "bridge.h"
 #include "fernet_ops.h"
+#include "kms.h"
 #include "protect_trigger.h"
 #include "report.h"
 #include "server_keyring.h"
@@ -41,12 +48,31 @@ typedef struct ProtectedColumn
 	const char *name;
 } ProtectedColumn;
 
+/* Airflow's per-connection KMS columns, when enable_kms() marked the table. */
+typedef struct KmsColumns
+{
+	bool		enabled;
+	AttrNumber	conn_key;
+	AttrNumber	kms_conn_id;
+	AttrNumber	kms_extra;
+	AttrNumber	conn_id;
+} KmsColumns;
+
 typedef struct TriggerConfig
 {
 	Oid			tgoid;
+	KmsColumns	kms;
 	int			ncolumns;
 	ProtectedColumn columns[FLEXIBLE_ARRAY_MEMBER];
 } TriggerConfig;
+
+/* The keys one row is written with. */
+typedef struct RowKeys
+{
+	const cc_keyring *ring;		/* encrypts; its tokens stay as they are */
+	const cc_keyring *prev[2];	/* tokens of these are moved under ring */
+	bool		ring_changed;	/* unchanged values must be moved too */
+} RowKeys;
 
 void
 cc_define_trigger_gucs(void)
@@ -103,12 +129,23 @@ trigger_config(FunctionCallInfo fcinfo, TriggerData *td)
 	n = tg->tgnargs / 3;
 	cfg = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
 								 offsetof(TriggerConfig, columns) + n * sizeof(ProtectedColumn));
-	for (int i = 0; i < n; i++)
+	for (int i = 0, k = 0; i < n; i++)
 	{
-		ProtectedColumn *c = &cfg->columns[i];
+		ProtectedColumn *c = &cfg->columns[k];
 		const char *flag = tg->tgargs[3 * i + 1];
 		const char *mode = tg->tgargs[3 * i + 2];
 		Form_pg_attribute att;
+
+		if (strcmp(mode, "kms") == 0)
+		{
+			cfg->kms.enabled = true;
+			cfg->kms.conn_key = column_number(rel, "conn_key", TEXTOID, VARCHAROID, "KMS");
+			cfg->kms.kms_conn_id = column_number(rel, "_kms_conn_id", TEXTOID, VARCHAROID, "KMS");
+			cfg->kms.kms_extra = column_number(rel, "_kms_extra", TEXTOID, VARCHAROID, "KMS");
+			cfg->kms.conn_id = column_number(rel, "conn_id", TEXTOID, VARCHAROID, "KMS");
+			continue;
+		}
+		k++;
 
 		c->name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, tg->tgargs[3 * i]);
 		c->attnum = column_number(rel, c->name, TEXTOID, VARCHAROID, "protected");
@@ -123,7 +160,7 @@ trigger_config(FunctionCallInfo fcinfo, TriggerData *td)
 		c->max_chars = (att->atttypid == VARCHAROID && att->atttypmod >= VARHDRSZ) ?
 			att->atttypmod - VARHDRSZ : -1;
 	}
-	cfg->ncolumns = n;
+	cfg->ncolumns = n - (cfg->kms.enabled ? 1 : 0);
 	cfg->tgoid = tg->tgoid;
 	fcinfo->flinfo->fn_extra = cfg;
 	return cfg;
@@ -160,6 +197,161 @@ refuse_without_key(Relation rel, const ProtectedColumn *c)
 					 "a superuser may SET conn_crypto.allow_plaintext = on to store plaintext as Airflow does without a key.")));
 }
 
+/* A text column of a tuple as a C string, or NULL when NULL or empty. */
+static char *
+tuple_cstring(HeapTuple tup, TupleDesc desc, AttrNumber attnum)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, attnum, desc, &isnull);
+	char	   *s;
+
+	if (isnull)
+		return NULL;
+	s = TextDatumGetCString(d);
+	return s[0] ? s : NULL;
+}
+
+static bool
+same_cstring(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* A KMS connection cannot itself be KMS-encrypted, nor encrypt itself. */
+static void
+check_kms_chain(Relation rel, const char *conn_id, const char *kms_conn_id)
+{
+	bool		used = false;
+
+	if (conn_id != NULL && strcmp(conn_id, kms_conn_id) == 0)
+		used = true;
+	else if (conn_id != NULL)
+	{
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		Datum		args[2];
+
+		args[0] = CStringGetTextDatum(get_namespace_name(RelationGetNamespace(rel)));
+		args[1] = CStringGetTextDatum(conn_id);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT conn_crypto._kms_is_used($1, $2)", 2, argtypes, args, NULL, true, 1)
+			!= SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "conn_crypto._kms_is_used failed");
+		{
+			bool		isnull;
+
+			used = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		SPI_finish();
+	}
+	if (used)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("can't chain KMS encrypted connections"),
+				 errdetail("Connection \"%s\" is the KMS connection of %s.", conn_id,
+						   strcmp(conn_id, kms_conn_id) == 0 ? "itself" : "other connections")));
+}
+
+/*
+ * Decides which keys a row is written with, and updates conn_key in the
+ * replacement arrays: a KMS row keeps its data key while its KMS settings
+ * stay the same, gets a new one wrapped by the new KMS settings when they
+ * change, and returns to the server keyring when _kms_conn_id is cleared.
+ */
+static void
+kms_row_keys(TriggerData *td, TriggerConfig *cfg, HeapTuple newtup, HeapTuple oldtup, RowKeys *rk,
+			 int *repl_cols, Datum *repl_vals, bool *repl_nulls, int *nrepl)
+{
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	const char *schema = get_namespace_name(RelationGetNamespace(rel));
+	const KmsColumns *kc = &cfg->kms;
+	char	   *k = tuple_cstring(newtup, desc, kc->kms_conn_id);
+	char	   *e = tuple_cstring(newtup, desc, kc->kms_extra);
+	char	   *ck = tuple_cstring(newtup, desc, kc->conn_key);
+	char	   *k0 = oldtup ? tuple_cstring(oldtup, desc, kc->kms_conn_id) : NULL;
+	char	   *e0 = oldtup ? tuple_cstring(oldtup, desc, kc->kms_extra) : NULL;
+	char	   *ck0 = oldtup ? tuple_cstring(oldtup, desc, kc->conn_key) : NULL;
+	const cc_keyring *server = cc_server_keyring_or_null();
+	const cc_keyring *old_key = NULL;
+	text	   *new_ck = NULL;
+	bool		clear_ck = false;
+
+	rk->ring = server;
+	rk->prev[0] = rk->prev[1] = NULL;
+	rk->ring_changed = false;
+
+	if (k != NULL)
+	{
+		bool		same_kms = k0 != NULL && strcmp(k, k0) == 0 && same_cstring(e, e0);
+
+		if (oldtup != NULL && same_kms && ck != NULL && same_cstring(ck, ck0))
+		{
+			rk->ring = cc_kms_row_keyring(schema, k, e, ck, strlen(ck));
+			rk->prev[0] = server;
+		}
+		else if (oldtup != NULL && same_kms && ck != NULL)
+		{
+			/* conn_key re-wrapped (rewrap_kms) or replaced: tokens follow the key it holds. */
+			rk->ring = cc_kms_row_keyring(schema, k, e, ck, strlen(ck));
+			if (ck0 != NULL)
+				rk->prev[0] = cc_kms_row_keyring(schema, k0, e0, ck0, strlen(ck0));
+			rk->prev[1] = server;
+			rk->ring_changed = true;
+		}
+		else if (oldtup == NULL && ck != NULL)
+		{
+			/* A row arriving with its wrapped key (COPY, restore): use that key. */
+			check_kms_chain(rel, tuple_cstring(newtup, desc, kc->conn_id), k);
+			rk->ring = cc_kms_row_keyring(schema, k, e, ck, strlen(ck));
+			rk->prev[0] = server;
+			rk->ring_changed = true;
+		}
+		else
+		{
+			/* New KMS row, or new KMS settings: a new data key wrapped by them. */
+			check_kms_chain(rel, tuple_cstring(newtup, desc, kc->conn_id), k);
+			if (k0 != NULL && ck0 != NULL)
+				old_key = cc_kms_row_keyring(schema, k0, e0, ck0, strlen(ck0));
+			new_ck = cc_kms_new_row_key(schema, k, e, &rk->ring);
+			rk->prev[0] = old_key;
+			rk->prev[1] = server;
+			rk->ring_changed = true;
+		}
+	}
+	else if (k0 != NULL)
+	{
+		/* Back to the server keyring: values leave the row's data key. */
+		if (ck0 != NULL)
+			rk->prev[0] = cc_kms_row_keyring(schema, k0, e0, ck0, strlen(ck0));
+		rk->ring_changed = true;
+		clear_ck = ck != NULL;
+	}
+
+	if (new_ck != NULL || clear_ck)
+	{
+		repl_cols[*nrepl] = kc->conn_key;
+		repl_vals[*nrepl] = new_ck ? PointerGetDatum(new_ck) : (Datum) 0;
+		repl_nulls[*nrepl] = new_ck == NULL;
+		(*nrepl)++;
+	}
+}
+
+/* Index of the key of ring that authenticates the value, or -1. */
+static int
+key_of(const cc_keyring *ring, const char *data, Size len)
+{
+	cc_error	err;
+	int			idx;
+
+	if (ring == NULL)
+		return -1;
+	idx = cc_key_index(ring, data, len, &err);
+	if (idx == -2)
+		cc_report(&err, NULL);
+	return idx;
+}
+
 PG_FUNCTION_INFO_V1(cc_protect_trigger);
 Datum
 cc_protect_trigger(PG_FUNCTION_ARGS)
@@ -174,6 +366,8 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 	Datum	   *repl_vals;
 	bool	   *repl_nulls;
 	int			nrepl = 0;
+	RowKeys		rk;
+	bool		keys_known = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
@@ -188,9 +382,32 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	oldtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_trigtuple : NULL;
 
-	repl_cols = palloc(sizeof(int) * 2 * cfg->ncolumns);
-	repl_vals = palloc(sizeof(Datum) * 2 * cfg->ncolumns);
-	repl_nulls = palloc0(sizeof(bool) * 2 * cfg->ncolumns);
+	repl_cols = palloc(sizeof(int) * (2 * cfg->ncolumns + 1));
+	repl_vals = palloc(sizeof(Datum) * (2 * cfg->ncolumns + 1));
+	repl_nulls = palloc0(sizeof(bool) * (2 * cfg->ncolumns + 1));
+
+	memset(&rk, 0, sizeof rk);
+	if (cfg->kms.enabled)
+	{
+		bool		kms_touched = oldtup == NULL;
+
+		/* KMS settings or conn_key written: the row's keys must be decided now. */
+		for (int i = 0; !kms_touched && i < 3; i++)
+		{
+			AttrNumber	att = i == 0 ? cfg->kms.conn_key : i == 1 ? cfg->kms.kms_conn_id : cfg->kms.kms_extra;
+			bool		n1,
+						n2;
+			Datum		v1 = heap_getattr(newtup, att, desc, &n1);
+			Datum		v2 = heap_getattr(oldtup, att, desc, &n2);
+
+			kms_touched = !same_datum(v1, n1, v2, n2, false, -1);
+		}
+		if (kms_touched)
+		{
+			kms_row_keys(td, cfg, newtup, oldtup, &rk, repl_cols, repl_vals, repl_nulls, &nrepl);
+			keys_known = true;
+		}
+	}
 
 	for (int i = 0; i < cfg->ncolumns; i++)
 	{
@@ -204,13 +421,12 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 		text	   *t;
 		const char *data;
 		Size		len;
-		const cc_keyring *ring;
 
 		if (c->flag_attnum != InvalidAttrNumber)
 			flag = heap_getattr(newtup, c->flag_attnum, desc, &flag_null);
 		flag_true = !flag_null && DatumGetBool(flag);
 
-		if (oldtup != NULL)
+		if (oldtup != NULL && !rk.ring_changed)
 		{
 			bool		old_null,
 						old_flag_null = true;
@@ -231,33 +447,47 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 		if (len == 0 && !c->encrypt_empty)
 			continue;
 
-		ring = cc_server_keyring_or_null();
-		if (ring != NULL)
+		if (!keys_known)
 		{
-			cc_error	err;
-			int			idx = cc_key_index(ring, data, len, &err);
-
-			if (idx == -2)
-				cc_report(&err, NULL);
-			if (idx >= 0)
-			{
-				want_flag = true;
-				goto set_flag;
-			}
-			if (cc_looks_like_token(data, len))
-				refuse_foreign_token(rel, c);
+			if (cfg->kms.enabled)
+				kms_row_keys(td, cfg, newtup, oldtup, &rk, repl_cols, repl_vals, repl_nulls, &nrepl);
+			else
+				rk.ring = cc_server_keyring_or_null();
+			keys_known = true;
 		}
-		else
+
+		if (rk.ring != NULL && key_of(rk.ring, data, len) >= 0)
+		{
+			want_flag = true;
+			goto set_flag;
+		}
+		/* A token of the key this row used before: decrypt, then encrypt below. */
+		for (int p = 0; p < 2; p++)
+		{
+			if (rk.prev[p] != NULL && rk.prev[p] != rk.ring && key_of(rk.prev[p], data, len) >= 0)
+			{
+				bytea	   *plain = cc_decrypt_bytes(rk.prev[p], data, len, false, 0, NULL);
+
+				data = VARDATA(plain);
+				len = VARSIZE(plain) - VARHDRSZ;
+				goto encrypt;
+			}
+		}
+		if (rk.ring == NULL)
 		{
 			if (!cc_allow_plaintext)
 				refuse_without_key(rel, c);
 			want_flag = false;	/* Airflow without a key: stored as is */
 			goto set_flag;
 		}
+		if (cc_looks_like_token(data, len))
+			refuse_foreign_token(rel, c);
 
-		/* Plaintext: encrypt under the primary key. */
+encrypt:
+		if (rk.ring == NULL)
+			refuse_without_key(rel, c);
 		{
-			text	   *token = cc_encrypt_bytes(ring, data, len);
+			text	   *token = cc_encrypt_bytes(rk.ring, data, len);
 			Size		token_len = VARSIZE(token) - VARHDRSZ;
 
 			if (c->max_chars >= 0 && token_len > (Size) c->max_chars)

@@ -1,0 +1,200 @@
+"""Key rotation of Airflow's connection table: CALL conn_crypto.rotate()
+against a no-op rewrite of the same rows, against a Python client doing what
+`airflow rotate-fernet-key` does, and a second (idle) rotate() against
+SELECT count(*).
+
+Connection from CC_PGHOST (127.0.0.1), CC_PGPORT (55523), CC_PGUSER
+(postgres), CC_PGDATABASE (postgres); a superuser. The server's keyring must
+be "NEW,OLD" with the keys below (bench/rotate_bench.sh configures it).
+CC_RBENCH_ROWS (100000) connections, each with a 32-character password and a
+small JSON extra, both Fernet tokens of OLD. Every measurement starts from
+the same data (reloaded from a saved copy, then VACUUM ANALYZE and
+CHECKPOINT) and is repeated CC_RBENCH_REPS (3) times; the median is reported.
+Times are wall-clock around the client call, so they include one round trip.
+
+Exit status: 0 when the measurements ran (even if targets are missed), 1 on errors.
+"""
+import os
+import statistics
+import sys
+import time
+
+import psycopg2
+from cryptography.fernet import Fernet, MultiFernet
+
+ROWS = int(os.environ.get("CC_RBENCH_ROWS", "100000"))
+REPS = int(os.environ.get("CC_RBENCH_REPS", "3"))
+NEW = "6VEsHaOYfDtfszX38bcXaRtrojG4qZoqt5iU6HDyHmM="
+OLD = "JDRrh-YpUn8y1zOcJYoz0Yfa-TJFroQVNM_4k-B98iQ="
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def connect(autocommit=True):
+    conn = psycopg2.connect(host=os.environ.get("CC_PGHOST", "127.0.0.1"),
+                            port=int(os.environ.get("CC_PGPORT", "55523")),
+                            user=os.environ.get("CC_PGUSER", "postgres"),
+                            dbname=os.environ.get("CC_PGDATABASE", "postgres"),
+                            application_name="conn_crypto_rotate_bench")
+    conn.autocommit = autocommit
+    return conn
+
+
+def one(cur, query, params=None):
+    cur.execute(query, params)
+    return cur.fetchone()[0]
+
+
+def setup(cur):
+    cur.execute("CREATE EXTENSION IF NOT EXISTS conn_crypto")
+    cur.execute("DROP TABLE IF EXISTS connection, variable, conn_orig, conn_noop")
+    with open(os.path.join(ROOT, "test/sql/airflow_schema.sql")) as f:
+        cur.execute(f.read())
+    # Passwords: 32 url-safe base64 characters (24 random bytes); extra: small JSON.
+    cur.execute("""
+        CREATE TABLE conn_orig AS
+        SELECT i AS id, 'conn_' || i AS conn_id, 'postgres' AS conn_type, 'db-' || i || '.example.com' AS host,
+               'airflow' AS schema, 'user_' || i AS login, 5432 AS port, p AS plain_password, e AS plain_extra,
+               conn_crypto.fernet_encrypt(p, %(old)s) AS password, conn_crypto.fernet_encrypt(e, %(old)s) AS extra
+        FROM (SELECT i,
+                     translate(encode(substr(sha256(random()::text::bytea), 1, 24), 'base64'), '+/', '-_') AS p,
+                     format('{"sslmode": "require", "connect_timeout": %%s, "application_name": "dag_%%s"}',
+                            10 + i %% 50, i) AS e
+              FROM generate_series(1, %(rows)s) i) g""", {"old": OLD, "rows": ROWS})
+    cur.execute("ALTER TABLE conn_orig ADD PRIMARY KEY (id)")
+    cur.execute("SELECT conn_crypto.enable_airflow_encryption()")
+    # The same table without the protection trigger, for the no-op rewrite baseline.
+    cur.execute("CREATE TABLE conn_noop (LIKE connection INCLUDING ALL)")
+    cur.execute("VACUUM ANALYZE conn_orig")
+    cur.execute("SELECT min(octet_length(plain_password)), max(octet_length(plain_password)),"
+                "       min(octet_length(plain_extra)), max(octet_length(plain_extra)) FROM conn_orig")
+    lo, hi, elo, ehi = cur.fetchone()
+    if (lo, hi) != (32, 32):
+        raise RuntimeError(f"unexpected password lengths {lo}..{hi}")
+    # Sanity: the SQL tokens are OLD tokens Python's MultiFernet reads.
+    cur.execute("SELECT plain_password, password, plain_extra, extra FROM conn_orig ORDER BY id LIMIT 50")
+    old = Fernet(OLD)
+    for p, t, e, te in cur.fetchall():
+        if old.decrypt(t.encode()).decode() != p or old.decrypt(te.encode()).decode() != e:
+            raise RuntimeError("SQL tokens do not decrypt in Python")
+    return (elo, ehi)
+
+
+def reload(cur, table):
+    """Puts the original OLD tokens back (triggers off while reloading), VACUUM ANALYZE, CHECKPOINT."""
+    cur.execute(f"TRUNCATE {table}")
+    cur.execute("SET session_replication_role = replica")
+    cur.execute(f"""INSERT INTO {table} (id, conn_id, conn_type, host, schema, login, port, password, extra,
+                                         is_encrypted, is_extra_encrypted)
+                    SELECT id, conn_id, conn_type, host, schema, login, port, password, extra, true, true
+                    FROM conn_orig""")
+    cur.execute("RESET session_replication_role")
+    cur.execute(f"VACUUM ANALYZE {table}")
+    cur.execute("CHECKPOINT")
+
+
+def check_rotated(cur):
+    """Everything under NEW, decrypting to the original plaintexts."""
+    bad = one(cur, "SELECT count(*) FROM conn_crypto.status WHERE older_keys <> 0 OR undecryptable <> 0 OR plaintext <> 0")
+    if bad:
+        raise RuntimeError("values left under the old key after rotation")
+    wrong = one(cur, """SELECT count(*) FROM connection c JOIN conn_orig o USING (id)
+                        WHERE conn_crypto.fernet_decrypt(c.password, %s) IS DISTINCT FROM o.plain_password
+                           OR conn_crypto.fernet_decrypt(c.extra, %s) IS DISTINCT FROM o.plain_extra
+                           OR conn_crypto.fernet_extract_timestamp(c.password, %s)
+                              IS DISTINCT FROM conn_crypto.fernet_extract_timestamp(o.password, %s)""",
+                (NEW, NEW, NEW, OLD))
+    if wrong or one(cur, "SELECT count(*) FROM connection") != ROWS:
+        raise RuntimeError(f"{wrong} rows do not decrypt with NEW to the original plaintext")
+
+
+def timed(label, prepare, run, check=None):
+    times = []
+    for _ in range(REPS):
+        prepare()
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+        if check:
+            check()
+    med = statistics.median(times)
+    print(f"  {label}: median {med:.3f} s of {', '.join(f'{x:.3f}' for x in times)}", flush=True)
+    return med
+
+
+def python_rotate_fernet_key():
+    """What `airflow rotate-fernet-key` does for connections: one transaction,
+    read every row, MultiFernet.rotate() each encrypted value, write each row
+    back with its own UPDATE (cursor.executemany: one statement per row, as
+    SQLAlchemy's ORM flush does with psycopg2), commit."""
+    mf = MultiFernet([Fernet(NEW), Fernet(OLD)])
+    conn = connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT id, password, extra, is_encrypted, is_extra_encrypted FROM connection")
+        updates = []
+        for cid, password, extra, is_encrypted, is_extra_encrypted in cur.fetchall():
+            if password and is_encrypted:
+                password = mf.rotate(password.encode("utf-8")).decode()
+            if extra and is_extra_encrypted:
+                extra = mf.rotate(extra.encode("utf-8")).decode()
+            updates.append((password, extra, cid))
+        cur.executemany("UPDATE connection SET password = %s, extra = %s WHERE id = %s", updates)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def main():
+    conn = connect()
+    cur = conn.cursor()
+    t0 = time.perf_counter()
+    elo, ehi = setup(cur)
+    cur.execute("SHOW shared_buffers")
+    sb = cur.fetchone()[0]
+    print(f"setup: {ROWS} connections, password 32 chars, extra JSON {elo}..{ehi} chars, both OLD tokens "
+          f"({time.perf_counter() - t0:.1f} s); shared_buffers {sb}; median of {REPS} run(s) per measurement", flush=True)
+    cur.execute("SET client_min_messages = warning")
+
+    def call_rotate():
+        cur.execute("CALL conn_crypto.rotate()")
+
+    print("measuring:", flush=True)
+    t_rotate = timed("CALL conn_crypto.rotate()", lambda: reload(cur, "connection"), call_rotate,
+                     lambda: check_rotated(cur))
+    t_noop = timed("no-op UPDATE, copy without trigger", lambda: reload(cur, "conn_noop"),
+                   lambda: cur.execute("UPDATE conn_noop SET password = password, extra = extra"))
+    t_noop_trg = timed("no-op UPDATE, with trigger", lambda: reload(cur, "connection"),
+                       lambda: cur.execute("UPDATE connection SET password = password, extra = extra"))
+    t_python = timed("Python rotate-fernet-key (executemany)", lambda: reload(cur, "connection"),
+                     python_rotate_fernet_key, lambda: check_rotated(cur))
+    # Nothing left to do: the table as the first rotate() leaves it.
+    reload(cur, "connection")
+    call_rotate()
+    cur.execute("VACUUM ANALYZE connection")
+    t_idle = timed("second CALL conn_crypto.rotate() (nothing to do)", lambda: None, call_rotate)
+    t_count = timed("SELECT count(*) FROM connection", lambda: None,
+                    lambda: one(cur, "SELECT count(*) FROM connection"))
+
+    rows = [
+        ("rotate() / no-op UPDATE (no trigger)", t_rotate, t_noop, t_rotate / t_noop, "<= 2x",
+         "OK" if t_rotate / t_noop <= 2 else "MISS"),
+        ("  (info) rotate() / no-op UPDATE with trigger", t_rotate, t_noop_trg, t_rotate / t_noop_trg, "-", ""),
+        ("Python executemany / rotate()", t_python, t_rotate, t_python / t_rotate, ">= 20x",
+         "OK" if t_python / t_rotate >= 20 else "MISS"),
+        ("idle rotate() / SELECT count(*)", t_idle, t_count, t_idle / t_count, "-", ""),
+    ]
+    print()
+    print(f"{ROWS} connections (password + extra under OLD), keyring NEW,OLD")
+    print(f"{'comparison':<46} {'A (s)':>9} {'B (s)':>9} {'A/B':>9} {'target':>7}  result")
+    for name, a, b, r, target, res in rows:
+        print(f"{name:<46} {a:>9.3f} {b:>9.3f} {r:>8.1f}x {target:>7}  {res}")
+    print(f"{'rotate() throughput':<46} {2 * ROWS / t_rotate:>9.0f} values/s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as exc:  # noqa: BLE001 - report and fail
+        print(f"rotate_bench: {exc}", file=sys.stderr)
+        sys.exit(1)
