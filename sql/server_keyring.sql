@@ -6,6 +6,10 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+CREATE FUNCTION pg_temp.explain_lines(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE 'EXPLAIN (VERBOSE, COSTS OFF) ' || q;
+END $$;
 
 -- No key configured (the test server has no AIRFLOW__CORE__FERNET_KEY): a clear error naming both ways.
 RESET conn_crypto.fernet_key;
@@ -50,6 +54,10 @@ SELECT pg_temp.err('SHOW conn_crypto.fernet_key') AS show_key;
 SELECT pg_temp.err($$SELECT current_setting('conn_crypto.fernet_key')$$) AS current_setting;
 SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name LIKE 'conn_crypto.fernet_key%';
 SELECT pg_temp.err('SHOW conn_crypto.fernet_key_command') AS show_key_command;
+SELECT pg_temp.err('SELECT count(*) FROM pg_file_settings') AS file_settings;
+SELECT count(*) > 0 AS explained, bool_and(l !~ '(cw_0x689|YWJjZGVm|\*\*\*\*)') AS no_key_in_explain
+FROM pg_temp.explain_lines($$SELECT conn_crypto.fernet_encrypt('x'), conn_crypto.fernet_key_index('y', 'z')$$) l;
+SELECT count(*) AS db_role_settings_with_key FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%conn_crypto%';
 SELECT pg_temp.err($$SET conn_crypto.fernet_key = 'YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='$$) AS set_key;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_decrypt('x')$$) AS decrypt_server;
 SELECT pg_temp.err($$SELECT conn_crypto.fernet_rotate('x')$$) AS rotate_server;
