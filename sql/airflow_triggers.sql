@@ -1,11 +1,5 @@
 -- Transparent encryption of Airflow's connection and variable tables.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\i test/sql/regress_helpers.sql
 \set k1 '''cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4='''
 \set k2 '''YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='''
 \set k3 '''MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='''

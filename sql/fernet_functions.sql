@@ -4,14 +4,7 @@
 \set spec_token '''gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA=='''
 \set other_key '''YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY='''
 
--- Reports an error as SQLSTATE and message so expected output stays stable.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\i test/sql/regress_helpers.sql
 
 -- Key generation: 44 url-safe characters that work as a key.
 SELECT length(k) AS len, k ~ '^[A-Za-z0-9_-]{43}=$' AS urlsafe,

@@ -301,27 +301,38 @@ cc_fernet_key_index_keys(PG_FUNCTION_ARGS)
 	return key_index_common(fcinfo, 1);
 }
 
-/* Which server key authenticates a value: 1-based, 0 plaintext, -1 undecryptable token. */
+int
+cc_key_of(const cc_keyring *ring, const char *data, Size len)
+{
+	cc_error	err;
+	int			index;
+
+	if (ring == NULL)
+		return -1;
+	index = cc_key_index(ring, data, len, &err);
+	if (index == -2)
+		cc_report(&err, NULL);
+	return index;
+}
+
+/* 1-based position of the server key that authenticates a value, 0 plaintext, -1 undecryptable token. */
+static int
+server_key_position(const char *data, Size len)
+{
+	int			index = cc_key_of(cc_server_keyring_or_null(), data, len);
+
+	if (index >= 0)
+		return index + 1;
+	return cc_looks_like_token(data, len) ? -1 : 0;
+}
+
 PG_FUNCTION_INFO_V1(cc_key_position);
 Datum
 cc_key_position(PG_FUNCTION_ARGS)
 {
 	text	   *value = PG_GETARG_TEXT_PP(0);
-	const char *data = VARDATA_ANY(value);
-	Size		len = VARSIZE_ANY_EXHDR(value);
-	const cc_keyring *ring = cc_server_keyring_or_null();
-	cc_error	err;
-	int			index;
 
-	if (ring != NULL)
-	{
-		index = cc_key_index(ring, data, len, &err);
-		if (index == -2)
-			cc_report(&err, NULL);
-		if (index >= 0)
-			PG_RETURN_INT32(index + 1);
-	}
-	PG_RETURN_INT32(cc_looks_like_token(data, len) ? -1 : 0);
+	PG_RETURN_INT32(server_key_position(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
 }
 
 /*
@@ -335,31 +346,17 @@ Datum
 cc_value_state(PG_FUNCTION_ARGS)
 {
 	text	   *value;
-	const char *data;
 	Size		len;
 	bool		encrypt_empty = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	bool		json_plaintext = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
-	const cc_keyring *ring;
-	cc_error	err;
-	int			index;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_INT32(-2);
 	value = PG_GETARG_TEXT_PP(0);
-	data = VARDATA_ANY(value);
 	len = VARSIZE_ANY_EXHDR(value);
 	if (len == 0)
 		PG_RETURN_INT32(encrypt_empty ? 0 : -2);
-	if (json_plaintext && data[0] == '{')
+	if (json_plaintext && VARDATA_ANY(value)[0] == '{')
 		PG_RETURN_INT32(0);
-	ring = cc_server_keyring_or_null();
-	if (ring != NULL)
-	{
-		index = cc_key_index(ring, data, len, &err);
-		if (index == -2)
-			cc_report(&err, NULL);
-		if (index >= 0)
-			PG_RETURN_INT32(index + 1);
-	}
-	PG_RETURN_INT32(cc_looks_like_token(data, len) ? -1 : 0);
+	PG_RETURN_INT32(server_key_position(VARDATA_ANY(value), len));
 }

@@ -18,4 +18,7 @@ extern text *cc_bytes_to_text(bytea *plain);
 /* The token re-encrypted under the primary key, timestamp kept. */
 extern text *cc_rotate_token(const cc_keyring *ring, const char *token, Size len);
 
+/* Index (0-based) of the key of ring that authenticates a value, or -1 (also for a NULL ring). */
+extern int	cc_key_of(const cc_keyring *ring, const char *data, Size len);
+
 #endif

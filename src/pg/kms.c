@@ -402,7 +402,6 @@ cc_kms_value_state(PG_FUNCTION_ARGS)
 	text	   *value;
 	text	   *conn_key;
 	const cc_keyring *ring;
-	cc_error	err;
 	int			index;
 
 	if (PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
@@ -416,9 +415,7 @@ cc_kms_value_state(PG_FUNCTION_ARGS)
 	ring = cc_kms_row_keyring(optional_text_arg(fcinfo, 4) ? optional_text_arg(fcinfo, 4) : "public",
 							  text_to_cstring(PG_GETARG_TEXT_PP(2)), optional_text_arg(fcinfo, 3),
 							  VARDATA_ANY(conn_key), VARSIZE_ANY_EXHDR(conn_key));
-	index = cc_key_index(ring, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value), &err);
-	if (index == -2)
-		cc_report(&err, NULL);
+	index = cc_key_of(ring, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
 	PG_RETURN_INT32(index >= 0 ? -3 : -1);
 }
 

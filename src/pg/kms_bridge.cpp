@@ -54,6 +54,18 @@ void prefix_kms(cc_error* err, const char* kms_conn_id) {
     std::snprintf(err->message, sizeof err->message, "%s", message.c_str());
 }
 
+// Runs f with the provider for config; the config's copy of the
+// credentials is wiped afterwards, whatever happens.
+template <class F>
+void with_provider(const cc_kms_config* config, F&& f) {
+    auto k = to_core(config);
+    struct Wiper {
+        conn_crypto::kms::KmsConfig& k;
+        ~Wiper() { wipe(k); }
+    } wiper{k};
+    f(*conn_crypto::kms::make_provider(k));
+}
+
 }  // namespace
 
 extern "C" {
@@ -63,17 +75,13 @@ bool cc_kms_wrap(const cc_kms_config* config, const uint8_t* plaintext, size_t n
     bool ok = guarded(
         err,
         [&] {
-            auto k = to_core(config);
-            struct Wiper {
-                conn_crypto::kms::KmsConfig& k;
-                ~Wiper() { wipe(k); }
-            } wiper{k};
-            auto provider = conn_crypto::kms::make_provider(k);
-            std::string wrapped = provider->wrap(plaintext, n);
-            if (wrapped.size() > CC_KMS_WRAPPED_MAX)
-                throw conn_crypto::Error(conn_crypto::ErrorKind::TooLarge, "KMS wrapped key is too long");
-            std::memcpy(out, wrapped.data(), wrapped.size());
-            *out_len = wrapped.size();
+            with_provider(config, [&](conn_crypto::kms::KmsProvider& provider) {
+                std::string wrapped = provider.wrap(plaintext, n);
+                if (wrapped.size() > CC_KMS_WRAPPED_MAX)
+                    throw conn_crypto::Error(conn_crypto::ErrorKind::TooLarge, "KMS wrapped key is too long");
+                std::memcpy(out, wrapped.data(), wrapped.size());
+                *out_len = wrapped.size();
+            });
         },
         CC_ERR_KMS);
     prefix_kms(err, config->kms_conn_id);
@@ -96,13 +104,10 @@ bool cc_kms_unwrap(const cc_kms_config* config, const char* wrapped, size_t len,
                     return;
                 }
             }
-            auto k = to_core(config);
-            struct Wiper {
-                conn_crypto::kms::KmsConfig& k;
-                ~Wiper() { wipe(k); }
-            } wiper{k};
-            auto provider = conn_crypto::kms::make_provider(k);
-            SecureBytes key = provider->unwrap(std::string_view(wrapped, len));
+            SecureBytes key;
+            with_provider(config, [&](conn_crypto::kms::KmsProvider& provider) {
+                key = provider.unwrap(std::string_view(wrapped, len));
+            });
             if (key.size() > CC_KMS_PLAINTEXT_MAX)
                 throw conn_crypto::Error(conn_crypto::ErrorKind::TooLarge, "KMS unwrapped key is too long");
             std::memcpy(out, key.data(), key.size());

@@ -337,21 +337,6 @@ kms_row_keys(TriggerData *td, TriggerConfig *cfg, HeapTuple newtup, HeapTuple ol
 	}
 }
 
-/* Index of the key of ring that authenticates the value, or -1. */
-static int
-key_of(const cc_keyring *ring, const char *data, Size len)
-{
-	cc_error	err;
-	int			idx;
-
-	if (ring == NULL)
-		return -1;
-	idx = cc_key_index(ring, data, len, &err);
-	if (idx == -2)
-		cc_report(&err, NULL);
-	return idx;
-}
-
 PG_FUNCTION_INFO_V1(cc_protect_trigger);
 Datum
 cc_protect_trigger(PG_FUNCTION_ARGS)
@@ -456,7 +441,7 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 			keys_known = true;
 		}
 
-		if (rk.ring != NULL && key_of(rk.ring, data, len) >= 0)
+		if (rk.ring != NULL && cc_key_of(rk.ring, data, len) >= 0)
 		{
 			want_flag = true;
 			goto set_flag;
@@ -464,7 +449,7 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 		/* A token of the key this row used before: decrypt, then encrypt below. */
 		for (int p = 0; p < 2; p++)
 		{
-			if (rk.prev[p] != NULL && rk.prev[p] != rk.ring && key_of(rk.prev[p], data, len) >= 0)
+			if (rk.prev[p] != NULL && rk.prev[p] != rk.ring && cc_key_of(rk.prev[p], data, len) >= 0)
 			{
 				bytea	   *plain = cc_decrypt_bytes(rk.prev[p], data, len, false, 0, NULL);
 
