@@ -4,7 +4,7 @@
 # already be built and installed (make && make install).
 #
 #   bash bench/trigger_bench.sh
-#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=55600 CC_BENCH_ROWS=100000 CC_BENCH_REPS=7 bash bench/trigger_bench.sh
+#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=55600 CC_BENCH_ROWS=100000 CC_BENCH_REPS=5 bash bench/trigger_bench.sh
 #
 # Prints a table with OK/MISS per target; exits 0 even on MISS (benchmarks do
 # not fail builds), non-zero only when the cluster or the benchmark errs.

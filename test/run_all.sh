@@ -14,7 +14,6 @@ install_deps || { echo "dependency installation failed"; exit 1; }
 CC_TEST_DIR=${CC_TEST_DIR:-/tmp/conn_crypto_tests}
 CC_PORT=${CC_PORT:-55440}
 mkdir -p "$CC_TEST_DIR"
-export CC_PGHOST=127.0.0.1 CC_PGPORT=$CC_PORT CC_PGUSER=postgres CC_PGDATABASE=postgres
 
 passed=0; failed=0; failures=()
 suite() {
@@ -63,7 +62,7 @@ if [[ " ${failures[*]} " == *"build and install extension"* ]]; then
 else
     suite "start cluster" start_cluster
     suite "pg_regress" regress
-    suite "python interoperability" optional test/python/run_interop.sh
+    suite "python suites (interop, Airflow emulation)" optional test/python/run_interop.sh
     for extra in test/suites/*.sh; do
         [ -f "$extra" ] && suite "$(basename "$extra" .sh)" bash "$extra"
     done
