@@ -74,8 +74,8 @@ COLUMNS = "conn_id, conn_type, description, host, schema, login, password, port,
 
 CASES = [
     # name, statement, target ratio (None: for information)
-    ("INSERT 100k plaintext connections", "insert", INSERT_PLAIN, 1.5),
-    ("UPDATE unrelated column (port, description)", "update",
+    (f"INSERT of {ROWS // 1000}k plaintext connections", "insert", INSERT_PLAIN, 1.5),
+    (f"UPDATE unrelated columns of {ROWS // 1000}k rows", "update",
      "UPDATE {s}.connection SET port = port + 1, description = 'touched'", 1.1),
     ("UPDATE full row (every column = itself)", "update",
      "UPDATE {s}.connection SET conn_type = conn_type, description = description, host = host, "

@@ -137,6 +137,7 @@ DECLARE
     rate numeric;
     total_changed bigint := 0;
     total_undecryptable bigint := 0;
+    total_left bigint := 0;
     pass integer;
 BEGIN
     -- Transaction control rules out a SET clause: pin the path here and again
@@ -185,17 +186,19 @@ BEGIN
                 round(greatest(total - done, 0) / greatest(rate, 1));
         END LOOP;
         -- Retry passes for the rows concurrent writers held (and, for tables
-        -- without a primary key, rows whose ctid moved under an update).
+        -- without a primary key, rows whose ctid moved under an update: the
+        -- scan finds them again). Every sixth pass waits for each remaining
+        -- row's lock alone, holding no other lock; the number of passes is bounded.
         pass := 0;
         LOOP
             IF t.row_key = 'ctid' THEN
                 EXECUTE format('SELECT coalesce(array_agg(ctid::text), ''{}'') FROM %s WHERE %s', t.table_name, q.need_work)
                     INTO pending;
             END IF;
-            EXIT WHEN cardinality(pending) = 0 OR pass >= 6;
+            EXIT WHEN cardinality(pending) = 0 OR pass >= 24;
             pass := pass + 1;
-            IF pass < 6 THEN
-                PERFORM pg_sleep(0.02 * pass);
+            IF pass % 6 <> 0 THEN
+                PERFORM pg_sleep(0.02 * (pass % 6));
                 locked := @extschema@._bulk_lock(t, pending, false);
                 changed := changed + @extschema@._bulk_rewrite(t, q.need_work, q.new_value, locked);
                 pending := ARRAY(SELECT unnest(pending) EXCEPT SELECT unnest(locked));
@@ -211,11 +214,17 @@ BEGIN
                 pending := '{}';
             END IF;
         END LOOP;
+        IF cardinality(pending) > 0 THEN
+            total_left := total_left + cardinality(pending);
+            RAISE WARNING 'conn_crypto %: % row(s) of % kept changing under concurrent writers; call again to finish them',
+                mode, cardinality(pending), label;
+        END IF;
         total_changed := total_changed + changed;
         RAISE NOTICE 'conn_crypto %: % done: % rows scanned, % changed', mode, label, done, changed;
     END LOOP;
-    RAISE NOTICE 'conn_crypto %: finished: % value(s) changed, % undecryptable value(s) left untouched',
-        mode, total_changed, total_undecryptable;
+    RAISE NOTICE 'conn_crypto %: finished: % value(s) changed, % undecryptable value(s) left untouched%',
+        mode, total_changed, total_undecryptable,
+        CASE WHEN total_left > 0 THEN format(', %s row(s) still to do', total_left) ELSE '' END;
 END $$;
 
 -- Re-encrypts every protected value not under the primary key, keeping each

@@ -23,8 +23,8 @@ import random
 
 import pytest
 
-from airflow_emulation import (DDL, FOREIGN_TOKEN, TOO_LONG, Airflow, ColState, Scenario, multifernet,
-                               random_text, token_len, try_decrypt)
+from airflow_emulation import (DDL, FOREIGN_TOKEN, KEEP, PENDING, SAME, TOO_LONG, Airflow, ColState, Scenario,
+                               multifernet, random_text, token_len)
 
 SEED = int(os.environ.get("CC_AIRFLOW_SEED") or random.SystemRandom().randrange(2**32))
 STEPS = int(os.environ.get("CC_AIRFLOW_STEPS") or 1500)
@@ -155,10 +155,10 @@ def test_keyring_rows_of_old_key(db, arng, airflow_schema):
                 m = sc.conns[ident]
                 for name, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
                     assert flag not in cols, (ident, cols)   # flags were already true
-                    m[name] = sc.transition(sc.cols[name], m[name], cols.get(name, sc_same()), sc_keep(), False)
+                    m[name] = sc.transition(sc.cols[name], m[name], cols.get(name, SAME), KEEP, False)
             else:
                 m = sc.vars[ident]
-                m["val"] = sc.transition(sc.cols["val"], m["val"], cols.get("val", sc_same()), sc_keep(), False)
+                m["val"] = sc.transition(sc.cols["val"], m["val"], cols.get("val", SAME), KEEP, False)
         sc.check(full=True)
         positions = key_positions(cur, airflow_schema)
         assert all(p in (0, 1) for ps in positions.values() for p in ps), NOTE
@@ -169,16 +169,6 @@ def test_keyring_rows_of_old_key(db, arng, airflow_schema):
         sc.check(full=True)
         sc.run_steps(STEPS // 10)
         report(sc, "two-key keyring")
-
-
-def sc_same():
-    from airflow_emulation import SAME
-    return SAME
-
-
-def sc_keep():
-    from airflow_emulation import KEEP
-    return KEEP
 
 
 def key_positions(cur, schema):
@@ -236,8 +226,8 @@ def test_airflow110_varchar_limit(db, arng, airflow_schema):
                         f"VALUES (%s, 'http', %s, %s)", (cid, value, value)))
                 assert ok == fits
                 if fits:
-                    sc.conns[cid] = {"password": ColState(value, sc_pending(), True),
-                                     "extra": ColState(value, sc_pending(), True)}
+                    sc.conns[cid] = {"password": ColState(value, PENDING, True),
+                                     "extra": ColState(value, PENDING, True)}
                     if path == "airflow":
                         sc.conns[cid] = {"password": ColState(value, obj["password"], True),
                                          "extra": ColState(value, obj["extra"], True)}
@@ -255,8 +245,3 @@ def test_airflow110_varchar_limit(db, arng, airflow_schema):
                 assert not sc.run(TOO_LONG, lambda: cur.execute(
                     f'UPDATE "{airflow_schema}".connection SET password = %s WHERE conn_id = %s', (value, cid)))
             sc.check([cid])
-
-
-def sc_pending():
-    from airflow_emulation import PENDING
-    return PENDING

@@ -316,6 +316,30 @@ expect_error "can't chain KMS encrypted connections" "a new row naming its own c
 expect_error "can't chain KMS encrypted connections" "an existing row naming its own conn_id (UPDATE)" \
     -c "UPDATE connection SET _kms_conn_id = 'b_plain' WHERE conn_id = 'b_plain'"
 eq "$(table_md5)" "$before" "refused statements changed nothing"
+# Two concurrent transactions must not build a chain between them either:
+# one makes a connection KMS-encrypted while the other picks it as its KMS connection.
+chains() { q -c "SELECT count(*) FROM connection a JOIN connection k ON k.conn_id = a._kms_conn_id WHERE k._kms_conn_id IS NOT NULL"; }
+for order in update-first insert-first; do
+    x=e_race_$order
+    add_kms_connection "$x" "$KPORT" "$(util extra "$KDIR" client.crt client.key ca.crt "$KID1")" || fail "add $x"
+    if [ "$order" = update-first ]; then
+        first="UPDATE connection SET _kms_conn_id = 'kms' WHERE conn_id = '$x'"
+        second="INSERT INTO connection (conn_id, conn_type, password, _kms_conn_id) VALUES ('${x}_row', 'http', 'x', '$x')"
+    else
+        first="INSERT INTO connection (conn_id, conn_type, password, _kms_conn_id) VALUES ('${x}_row', 'http', 'x', '$x')"
+        second="UPDATE connection SET _kms_conn_id = 'kms' WHERE conn_id = '$x'"
+    fi
+    psql -X -q -At -v ON_ERROR_STOP=1 -c "BEGIN" -c "$first" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null 2>>"$BASE/race.err" &
+    racer=$!
+    sleep 0.7
+    psql -X -q -At -v ON_ERROR_STOP=1 -c "$second" >/dev/null 2>>"$BASE/race.err"
+    wait "$racer"
+    cat "$BASE/race.err" >>"$ERRLOG"
+    : >"$BASE/race.err"
+    eq "$(chains)" 0 "concurrent transactions ($order) leave no chain of KMS connections"
+    # Undo whatever got in, so later checks start from a chain-free table.
+    q -c "DELETE FROM connection WHERE conn_id IN ('$x', '${x}_row')" >/dev/null
+done
 
 # ---------------------------------------------------------------------------
 echo "-- g. certificates and keys the KMS refuses"
