@@ -63,9 +63,11 @@ DECLARE
 BEGIN
     state := format('@extschema@._value_state(%I, %L, %L)', column_name, encrypt_empty, json_plaintext);
     IF kms THEN
+        -- Only verify() asks the KMS; rotate, encrypt_plaintext and status keep
+        -- working while a KMS is down (a KMS row's token counts as its own).
         state := format('CASE WHEN _kms_conn_id IS NULL THEN %s'
-                        ' ELSE @extschema@._kms_value_state(%I, conn_key, _kms_conn_id, _kms_extra, %L) END',
-                        state, column_name, schema_name);
+                        ' ELSE @extschema@._kms_value_state(%I, conn_key, _kms_conn_id, _kms_extra, %L, %L) END',
+                        state, column_name, schema_name, mode = 'verify');
     END IF;
     -- work_from_state: the same test on an already computed state "s" and flag "f".
     IF mode = 'rotate' THEN

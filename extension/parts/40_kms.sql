@@ -84,7 +84,7 @@ CREATE FUNCTION @extschema@._kms_fernet_decrypt(token text, conn_key text, kms_c
                                                 schema_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_kms_fernet_decrypt' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@._kms_value_state(value text, conn_key text, kms_conn_id text, kms_extra text,
-                                             schema_name text) RETURNS integer
+                                             schema_name text, verify boolean DEFAULT true) RETURNS integer
     AS 'MODULE_PATHNAME', 'cc_kms_value_state' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 CREATE FUNCTION @extschema@._kms_rewrap(conn_key text, kms_conn_id text, kms_extra text, schema_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'cc_kms_rewrap' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -131,17 +131,20 @@ BEGIN
 END $$;
 
 REVOKE EXECUTE ON FUNCTION
+    @extschema@.kms_encrypt(bytea, text, jsonb, text),
     @extschema@.kms_decrypt(text, text, jsonb, text),
     @extschema@._kms_fernet_decrypt(text, text, text, text, text),
-    @extschema@._kms_value_state(text, text, text, text, text),
+    @extschema@._kms_value_state(text, text, text, text, text, boolean),
     @extschema@._kms_rewrap(text, text, text, text),
     @extschema@.enable_kms(text)
     FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE @extschema@.rewrap_kms(text, text, integer) FROM PUBLIC;
+-- kms_encrypt too: it uses the KMS connection's credentials (an oracle for its key).
 GRANT EXECUTE ON FUNCTION
+    @extschema@.kms_encrypt(bytea, text, jsonb, text),
     @extschema@.kms_decrypt(text, text, jsonb, text),
     @extschema@._kms_fernet_decrypt(text, text, text, text, text),
-    @extschema@._kms_value_state(text, text, text, text, text)
+    @extschema@._kms_value_state(text, text, text, text, text, boolean)
     TO conn_crypto_reader;
 
 -- Whether a connection is the KMS connection of another one (chains are refused).
@@ -154,3 +157,4 @@ BEGIN
         INTO used USING conn_id;
     RETURN used;
 END $$;
+REVOKE EXECUTE ON FUNCTION @extschema@._kms_is_used(text, text) FROM PUBLIC;

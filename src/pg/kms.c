@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
@@ -98,6 +99,50 @@ copy_text_array_item(ArrayType *arr, int i, MemoryContext cxt)
 	return result;
 }
 
+/*
+ * Serialises changes of KMS settings (in this transaction, until it ends), so
+ * that two concurrent writes cannot build a chain of KMS connections that
+ * neither could see; the checks after it read with a fresh snapshot.
+ */
+void
+cc_kms_lock_settings(void)
+{
+	DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(INT64CONST(0x636f6e6e5f6b6d73)));	/* "conn_kms" */
+}
+
+bool
+cc_kms_is_used(const char *schema, const char *conn_id)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	bool		used = false;
+
+	args[0] = CStringGetTextDatum(schema);
+	args[1] = CStringGetTextDatum(conn_id);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(kms_config_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT conn_crypto._kms_is_used($1, $2)", 2, argtypes, args, NULL, false, 1)
+			!= SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "conn_crypto._kms_is_used failed");
+		used = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+	return used;
+}
+
 void
 cc_kms_settings(const char *schema, const char *kms_conn_id, const char *kms_extra, KmsSettings *out)
 {
@@ -126,7 +171,7 @@ cc_kms_settings(const char *schema, const char *kms_conn_id, const char *kms_ext
 			elog(ERROR, "SPI_connect failed");
 		rc = SPI_execute_with_args("SELECT conn_type, host, port, chained, names, vals "
 								   "FROM conn_crypto._kms_config($1, $2, $3)",
-								   3, argtypes, args, nulls, true, 1);
+								   3, argtypes, args, nulls, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "conn_crypto._kms_config returned no row");
 		{
@@ -306,6 +351,14 @@ optional_text_arg(FunctionCallInfo fcinfo, int argno)
 	return (PG_NARGS() > argno && !PG_ARGISNULL(argno)) ? text_to_cstring(PG_GETARG_TEXT_PP(argno)) : NULL;
 }
 
+/* A jsonb argument as JSON text (its datum is jsonb's binary form, not text). */
+static char *
+optional_jsonb_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return (PG_NARGS() > argno && !PG_ARGISNULL(argno)) ?
+		DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(argno))) : NULL;
+}
+
 /* kms_encrypt(plaintext bytea, kms_conn_id text, kms_extra jsonb, schema_name text) -> text */
 PG_FUNCTION_INFO_V1(cc_kms_encrypt);
 Datum
@@ -322,7 +375,7 @@ cc_kms_encrypt(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	plain = PG_GETARG_BYTEA_PP(0);
 	kms_conn_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	kms_extra = optional_text_arg(fcinfo, 2);
+	kms_extra = optional_jsonb_arg(fcinfo, 2);
 	schema = optional_text_arg(fcinfo, 3);
 	if (VARSIZE_ANY_EXHDR(plain) == 0 || VARSIZE_ANY_EXHDR(plain) > CC_KMS_PLAINTEXT_MAX)
 		ereport(ERROR,
@@ -353,7 +406,7 @@ cc_kms_decrypt(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	wrapped = PG_GETARG_TEXT_PP(0);
 	kms_conn_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	kms_extra = optional_text_arg(fcinfo, 2);
+	kms_extra = optional_jsonb_arg(fcinfo, 2);
 	schema = optional_text_arg(fcinfo, 3);
 	cc_kms_settings(schema ? schema : "public", kms_conn_id, kms_extra, &settings);
 	n = cc_kms_unwrap_key(&settings, VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped), key);
@@ -392,8 +445,10 @@ cc_kms_fernet_decrypt(PG_FUNCTION_ARGS)
 }
 
 /*
- * _kms_value_state(value, conn_key, kms_conn_id, kms_extra, schema) -> integer:
+ * _kms_value_state(value, conn_key, kms_conn_id, kms_extra, schema, verify) -> integer:
  * -3 a token of the row's own data key, 0 plaintext, -1 undecryptable, -2 empty.
+ * Without verify, any token counts as the row's own (no KMS call): enough for
+ * rotate and status, which must keep working while a KMS is down.
  */
 PG_FUNCTION_INFO_V1(cc_kms_value_state);
 Datum
@@ -411,6 +466,8 @@ cc_kms_value_state(PG_FUNCTION_ARGS)
 		PG_RETURN_INT32(0);
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_INT32(-1);
+	if (PG_NARGS() > 5 && !PG_ARGISNULL(5) && !PG_GETARG_BOOL(5))
+		PG_RETURN_INT32(-3);
 	conn_key = PG_GETARG_TEXT_PP(1);
 	ring = cc_kms_row_keyring(optional_text_arg(fcinfo, 4) ? optional_text_arg(fcinfo, 4) : "public",
 							  text_to_cstring(PG_GETARG_TEXT_PP(2)), optional_text_arg(fcinfo, 3),

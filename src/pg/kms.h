@@ -26,6 +26,12 @@ extern void cc_kms_settings(const char *schema, const char *kms_conn_id, const c
 							KmsSettings *out);
 extern void cc_kms_settings_wipe(KmsSettings *settings);
 
+/* Serialises KMS setting changes for the rest of the transaction (chain checks). */
+extern void cc_kms_lock_settings(void);
+
+/* Whether conn_id is the KMS connection of another row (read with a fresh snapshot). */
+extern bool cc_kms_is_used(const char *schema, const char *conn_id);
+
 /* Wraps a key through the KMS; the wrapped form as text. ERROR on failure. */
 extern text *cc_kms_wrap_key(const KmsSettings *settings, const uint8_t *key, size_t n);
 

@@ -221,35 +221,15 @@ same_cstring(const char *a, const char *b)
 static void
 check_kms_chain(Relation rel, const char *conn_id, const char *kms_conn_id)
 {
-	bool		used = false;
+	bool		self = conn_id != NULL && strcmp(conn_id, kms_conn_id) == 0;
 
-	if (conn_id != NULL && strcmp(conn_id, kms_conn_id) == 0)
-		used = true;
-	else if (conn_id != NULL)
-	{
-		Oid			argtypes[2] = {TEXTOID, TEXTOID};
-		Datum		args[2];
-
-		args[0] = CStringGetTextDatum(get_namespace_name(RelationGetNamespace(rel)));
-		args[1] = CStringGetTextDatum(conn_id);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("SELECT conn_crypto._kms_is_used($1, $2)", 2, argtypes, args, NULL, true, 1)
-			!= SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "conn_crypto._kms_is_used failed");
-		{
-			bool		isnull;
-
-			used = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		SPI_finish();
-	}
-	if (used)
+	cc_kms_lock_settings();
+	if (self || (conn_id != NULL && cc_kms_is_used(get_namespace_name(RelationGetNamespace(rel)), conn_id)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("can't chain KMS encrypted connections"),
 				 errdetail("Connection \"%s\" is the KMS connection of %s.", conn_id,
-						   strcmp(conn_id, kms_conn_id) == 0 ? "itself" : "other connections")));
+						   self ? "itself" : "other connections")));
 }
 
 /*

@@ -12,12 +12,13 @@
 #      key (the old key can then be destroyed); clearing _kms_conn_id returns
 #      the row to the server keyring; setting it again, or another KMS connection
 #   d  rewrap_kms after the KMS connection's key_id changes
-#   e  chains of KMS connections are refused
+#   e  chains of KMS connections are refused, also between concurrent transactions
 #   g  wrong client certificate, wrong CA, unknown key, inactive key
 #   j  status/verify count KMS rows; rotate leaves them alone
 #   h  a hung KMS: statement_timeout, pg_cancel_backend, conn_crypto.kms_timeout
 #   i  the per-backend key cache (server stopped), kms_key_cache_ttl = 0
-#   f  server stopped: writes fail promptly and leave nothing behind; recovery
+#   f  server stopped: writes fail promptly and leave nothing behind; rotate()
+#      of the server keyring still works; recovery after the restart
 #   k  no error message of the suite shows client key material
 #
 # Runs its own pykmip-server (port 55720), PostgreSQL cluster (55725) and a
@@ -478,9 +479,20 @@ eq "$(table_md5)" "$before" "no row written or changed"
 q -c "INSERT INTO connection (conn_id, conn_type, password) VALUES ('f_server', 'http', 'server keyring')" \
     && pass "server-keyring writes do not need the KMS" || fail "server-keyring INSERT failed while the KMS is down"
 q -c "DELETE FROM connection WHERE conn_id = 'f_server'" >/dev/null
+# rotate() leaves KMS rows alone, so rotating the server keyring must not need the KMS.
+kms_before=$(kms_snapshot)
+if q -c "SET conn_crypto.fernet_key = '$K2,$K1'" -c "CALL conn_crypto.rotate()" >/dev/null; then
+    pass "rotate() of the server keyring works while the KMS is down"
+    eq "$(CC_FERNET_KEY=$K2 $PY $UTIL server-decrypt "$(q -c "SELECT password FROM connection WHERE conn_id = 'b_plain'")" 2>>"$ERRLOG")" \
+        "$(q -c "SELECT exp_pw('b_plain')")" "server-keyring rows rotated while the KMS is down"
+else
+    fail "CALL conn_crypto.rotate() fails while the KMS is down, although it leaves KMS rows alone: $(grep ERROR "$ERRLOG" | tail -n 1)"
+fi
+eq "$(kms_snapshot)" "$kms_before" "KMS rows untouched by rotate() while the KMS is down"
 
 echo "-- KMS server back: KMS rows readable and writable again"
 test/kmip/start_server.sh "$KDIR" "$KPORT" >>"$BASE/kmip_start.log" 2>&1 || die "pykmip-server did not restart"
+q -c "SET conn_crypto.fernet_key = '$K1,$K2'" -c "CALL conn_crypto.rotate()" >/dev/null || fail "rotate back to the configured key"
 eq "$(q -c "SELECT count(*) FILTER (WHERE conn_crypto.connection_password(conn_id) = exp_pw(conn_id)) FROM connection WHERE conn_id ~ '^m[0-9]+$'")" 20 \
     "KMS rows readable after the server restarted"
 q -c "INSERT INTO connection (conn_id, conn_type, password, extra, _kms_conn_id) VALUES ('f5', 'http', exp_pw('f5'), exp_extra('f5'), 'kms')" \

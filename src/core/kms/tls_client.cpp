@@ -199,8 +199,7 @@ struct TlsConnection::Impl {
                 if (connecting)
                     fail("KMS unreachable: connecting to " + peer + " timed out after " +
                          std::to_string(timeout_ms) + " ms");
-                fail("KMS timeout: no answer from " + peer + " within " + std::to_string(timeout_ms) + " ms " +
-                     phase);
+                fail("KMS timeout: no answer within " + std::to_string(timeout_ms) + " ms " + phase + " " + peer);
             }
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
             int slice = static_cast<int>(std::min<long long>(left, kPollSliceMs));
@@ -209,7 +208,7 @@ struct TlsConnection::Impl {
             if (r > 0) return;  // ready, or an error/hangup the next call reports
             if (r < 0 && errno != EINTR) {
                 broken = true;
-                fail(std::string("KMS poll failed ") + phase + ": " + std::strerror(errno));
+                fail(std::string("KMS poll failed ") + phase + " " + peer + ": " + std::strerror(errno));
             }
         }
     }
@@ -277,7 +276,7 @@ struct TlsConnection::Impl {
                     continue;
                 } else {
                     broken = true;
-                    fail("KMS connection to " + peer + " lost " + phase + ": " + std::strerror(errno));
+                    fail(std::string("KMS connection lost ") + phase + " " + peer + ": " + std::strerror(errno));
                 }
             }
         }
@@ -307,7 +306,7 @@ struct TlsConnection::Impl {
                 if (handshake)
                     fail("KMS TLS handshake failed: " + peer +
                          " closed the connection (it may have rejected the client certificate)");
-                fail("KMS connection closed by " + peer + " " + phase);
+                fail(std::string("KMS connection closed ") + phase + " " + peer);
             }
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -316,7 +315,7 @@ struct TlsConnection::Impl {
             }
             broken = true;
             if (handshake) fail("KMS TLS handshake failed: connection to " + peer + " lost: " + std::strerror(errno));
-            fail("KMS connection to " + peer + " lost " + phase + ": " + std::strerror(errno));
+            fail(std::string("KMS connection lost ") + phase + " " + peer + ": " + std::strerror(errno));
         }
     }
 
@@ -344,7 +343,7 @@ struct TlsConnection::Impl {
                     break;
             }
         }
-        if (err == SSL_ERROR_ZERO_RETURN) fail("KMS connection closed by " + peer + " " + phase);
+        if (err == SSL_ERROR_ZERO_RETURN) fail(std::string("KMS connection closed ") + phase + " " + peer);
         if (handshake) fail("KMS TLS handshake failed with " + peer + ": " + reason);
         fail("KMS TLS error " + std::string(phase) + " " + peer + ": " + reason);
     }
