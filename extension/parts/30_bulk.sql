@@ -69,59 +69,104 @@ BEGIN
                         ' ELSE @extschema@._kms_value_state(%I, conn_key, _kms_conn_id, _kms_extra, %L, %L) END',
                         state, column_name, schema_name, mode = 'verify');
     END IF;
-    -- work_from_state: the same test on an already computed state "s" and flag "f".
+    -- work_from_state: the same test on an already computed state {s} and flag {f}.
+    -- new_value: the new value from the value {v} and its state {s}.
     IF mode = 'rotate' THEN
-        work_from_state := 's > 1';
-        new_value := format('@extschema@.fernet_rotate(%I)', column_name);
+        work_from_state := '{s} > 1';
+        new_value := '@extschema@.fernet_rotate({v})';
     ELSE
         -- Airflow's read rules: a non-empty value whose flag is not true is read as
         -- plaintext. A token of the keyring with a false flag only needs its flag set.
-        work_from_state := format('(f IS NOT TRUE AND (s = 0 OR ((s > 0 OR s = -3) AND %L)))', flag_column IS NOT NULL);
+        work_from_state := format('({f} IS NOT TRUE AND ({s} = 0 OR (({s} > 0 OR {s} = -3) AND %s)))',
+                                  CASE WHEN flag_column IS NOT NULL THEN 'true' ELSE 'false' END);
         -- A KMS row's plaintext is encrypted here under the server key; its
         -- trigger then moves it under the row's own data key.
-        new_value := format('CASE WHEN (%s) IN (0) THEN @extschema@.fernet_encrypt(%I) ELSE %I END',
-                            state, column_name, column_name);
+        new_value := 'CASE WHEN {s} = 0 THEN @extschema@.fernet_encrypt({v}) ELSE {v} END';
     END IF;
-    need_work := format('(SELECT %s FROM (SELECT %s AS s, %s AS f) x)', work_from_state, state, flag);
-    IF flag_column IS NOT NULL THEN
-        new_value := new_value || format(', %I = true', flag_column);
-    END IF;
+    need_work := replace(replace(work_from_state, '{s}', '(' || state || ')'), '{f}', flag);
 END $$;
 
--- Rewrites the given rows that (still) need work; returns how many.
-CREATE FUNCTION @extschema@._bulk_rewrite(t record, need_work text, new_value text, keys text[]) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- The statements the engine runs for one table, all its protected columns at once:
+--   scan:    one batch in key order, without locks: rows seen, last key, keys needing work,
+--            undecryptable values (count and labels)
+--   rewrite: locks the given keys that are free ({lock} = SKIP LOCKED, or '' to wait), judges each
+--            locked row on its latest version, rewrites the columns that need it; returns the locked
+--            keys and the number of values changed
+--   pending: (tables without a primary key) the ctids that still need work
+-- Rows are judged by the state of each column (s<i>), its flag (f<i>) and the work test (w<i>).
+CREATE FUNCTION @extschema@._bulk_table_sql(mode text, table_name regclass, row_key name, row_key_type text,
+                                            label_column name, schema_name text,
+                                            OUT scan text, OUT rewrite text, OUT pending text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n bigint;
+    c record;
+    q record;
+    i integer := 0;
+    states text := '';
+    works text := '';
+    any_work text := 'false';
+    n_any_work text := 'false';
+    bad_count text := '0';
+    bad_labels text := 'NULL::text';
+    sets text := '';
+    changed text := '0';
+    flag text;
 BEGIN
-    IF coalesce(cardinality(keys), 0) = 0 THEN
-        RETURN 0;
-    END IF;
-    EXECUTE format('UPDATE %s SET %I = %s WHERE %I = ANY($1::%s[]) AND %s',
-                   t.table_name, t.column_name, new_value, t.row_key, t.row_key_type, need_work)
-        USING keys;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
+        i := i + 1;
+        q := @extschema@._bulk_sql(mode, c.column_name, c.flag_column, c.encrypt_empty, c.json_plaintext,
+                                   c.kms, c.schema_name);
+        flag := CASE WHEN c.flag_column IS NULL THEN 'NULL::boolean' ELSE quote_ident(c.flag_column) END;
+        states := states || format(', %s AS s%s, %s AS f%s', q.state, i, flag, i);
+        works := works || format(', %s AS w%s', replace(replace(q.work_from_state, '{s}', 's' || i), '{f}', 'f' || i), i);
+        any_work := any_work || format(' OR w%s', i);
+        n_any_work := n_any_work || format(' OR n.w%s', i);
+        bad_count := bad_count || format(' + (s%s = -1)::int', i);
+        bad_labels := format('nullif(concat_ws(%L, %s, CASE WHEN s%s = -1 THEN coalesce(cc_lbl, cc_k::text) || %L END), %L)',
+                             ', ', bad_labels, i, format(' (%s)', c.column_name), '');
+        sets := sets || format(', %I = CASE WHEN n.w%s THEN %s ELSE t.%I END', c.column_name, i,
+                               replace(replace(q.new_value, '{v}', format('n.%I', c.column_name)), '{s}', 'n.s' || i),
+                               c.column_name);
+        IF c.flag_column IS NOT NULL THEN
+            sets := sets || format(', %I = CASE WHEN n.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
+        END IF;
+        changed := changed || format(' + n.w%s::int', i);
+    END LOOP;
+    scan := format(
+        'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
+        '       coalesce(array_agg(cc_k::text) FILTER (WHERE cc_any), %10$L) AS todo,'
+        '       coalesce(sum(cc_bad), 0) AS bad, string_agg(cc_labels, %11$L) AS bad_labels'
+        ' FROM (SELECT cc_k, (%1$s) AS cc_any, %2$s AS cc_bad, nullif(%3$s, %12$L) AS cc_labels FROM'
+        '        (SELECT r1.*%4$s FROM'
+        '         (SELECT r0.*%5$s FROM (SELECT %6$I AS cc_k, %7$s::text AS cc_lbl, * FROM %8$s'
+        '          WHERE ($1::text IS NULL OR %6$I > $1::%9$s) ORDER BY %6$I LIMIT $2) r0) r1) r2) x',
+        any_work, bad_count, bad_labels, works, states, row_key, coalesce(quote_ident(label_column), 'NULL'),
+        table_name, row_key_type, '{}', ', ', '');
+    rewrite := format(
+        'WITH locked AS (SELECT %1$I AS cc_k, * FROM %2$s WHERE %1$I = ANY($1::%3$s[]) FOR UPDATE {lock}),'
+        '     n AS (SELECT l.*%4$s FROM (SELECT locked.*%5$s FROM locked) l),'
+        '     changed AS (UPDATE %2$s AS t SET %6$s FROM n WHERE t.%1$I = n.cc_k AND (%7$s) RETURNING %8$s AS c)'
+        ' SELECT (SELECT coalesce(array_agg(cc_k::text), %9$L) FROM locked), (SELECT coalesce(sum(c), 0) FROM changed)',
+        row_key, table_name, row_key_type, works, states, substr(sets, 3), n_any_work, changed, '{}');
+    -- pending: rows that still need work among those that others wrote since
+    -- the run began ($1: the age of its first transaction, $2: its own
+    -- transactions), or (tables without a primary key) among all rows.
+    pending := format('SELECT coalesce(array_agg(cc_k::text), %5$L) FROM'
+                      ' (SELECT r1.*%1$s FROM (SELECT r0.*%2$s FROM (SELECT %6$s AS cc_k, * FROM %3$s'
+                      '  WHERE %7$s) r0) r1) r2'
+                      ' WHERE %4$s',
+                      works, states, table_name, any_work, '{}',
+                      CASE WHEN row_key = 'ctid' THEN 'ctid' ELSE quote_ident(row_key) END,
+                      CASE WHEN row_key = 'ctid' THEN '$1 IS NOT NULL OR $2 IS NOT NULL OR true'
+                           ELSE 'pg_catalog.age(xmin) <= $1 AND NOT (xmin = ANY(pg_catalog.array_remove($2::xid[], NULL)))' END);
 END $$;
 
--- Locks the given rows that are free now; returns the keys it locked.
-CREATE FUNCTION @extschema@._bulk_lock(t record, keys text[], wait boolean) RETURNS text[]
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    locked text[];
-BEGIN
-    EXECUTE format('SELECT coalesce(array_agg(k), ''{}'') FROM'
-                   ' (SELECT %I::text AS k FROM %s WHERE %I = ANY($1::%s[]) FOR UPDATE %s) l',
-                   t.row_key, t.table_name, t.row_key, t.row_key_type, CASE WHEN wait THEN '' ELSE 'SKIP LOCKED' END)
-        INTO locked USING keys;
-    RETURN locked;
-END $$;
-
--- The engine shared by rotate and encrypt_plaintext. For each target, walks
--- the table in key order batch by batch: reads a batch without locks, locks
--- only the rows that need work (SKIP LOCKED), rewrites them, commits. Rows a
--- concurrent writer held are retried in later passes; the last pass waits
--- for each one alone, holding no other lock, so it cannot take part in a deadlock.
+-- The engine shared by rotate and encrypt_plaintext. Walks each table once,
+-- in key order, batch by batch, for all its protected columns: reads a batch
+-- without locks, locks only the rows that need work (SKIP LOCKED), rewrites
+-- them in the same statement, commits. Rows a concurrent writer held are
+-- retried in later passes; every sixth pass waits for each remaining row
+-- alone, holding no other lock, so it cannot take part in a deadlock.
 CREATE PROCEDURE @extschema@._bulk_run(mode text, batch_size integer)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -132,6 +177,7 @@ DECLARE
     last_key text;
     locked text[];
     pending text[];
+    n bigint;
     done bigint;
     changed bigint;
     total bigint;
@@ -141,6 +187,9 @@ DECLARE
     total_undecryptable bigint := 0;
     total_left bigint := 0;
     pass integer;
+    sweeps integer;
+    first_xid xid;
+    own_xids xid[] := '{}';
 BEGIN
     -- Transaction control rules out a SET clause: pin the path here and again
     -- after every COMMIT (a transaction-local setting ends with it).
@@ -149,67 +198,66 @@ BEGIN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
     PERFORM @extschema@.fernet_encrypt('');   -- fails early and clearly when no key is configured
-    FOR t IN SELECT * FROM @extschema@._bulk_targets() LOOP
-        q := @extschema@._bulk_sql(mode, t.column_name, t.flag_column, t.encrypt_empty, t.json_plaintext,
-                                   t.kms, t.schema_name);
-        label := format('%s.%I', t.table_name, t.column_name);
+    -- Rows written by others after the run began are swept again at the end
+    -- of each table: a writer may store an old-key token behind the scan.
+    first_xid := pg_current_xact_id()::text::xid;
+    FOR t IN SELECT b.table_name, b.row_key, b.row_key_type, b.label_column, b.schema_name,
+                    string_agg(quote_ident(b.column_name), ', ' ORDER BY b.column_name) AS columns
+             FROM @extschema@._bulk_targets() b
+             GROUP BY b.table_name, b.row_key, b.row_key_type, b.label_column, b.schema_name
+             ORDER BY b.table_name::text LOOP
+        q := @extschema@._bulk_table_sql(mode, t.table_name, t.row_key, t.row_key_type, t.label_column, t.schema_name);
+        label := format('%s (%s)', t.table_name, t.columns);
         SELECT greatest(reltuples, 0)::bigint INTO total FROM pg_class WHERE oid = t.table_name;
         done := 0; changed := 0; started := clock_timestamp(); last_key := NULL; pending := '{}';
         LOOP
-            EXECUTE format(
-                'SELECT count(*) AS seen, max(k)::text AS last_key,'
-                '       coalesce(array_agg(k::text) FILTER (WHERE work), ''{}'') AS todo,'
-                '       coalesce(array_agg(coalesce(lbl, k::text)) FILTER (WHERE state = -1), ''{}'') AS bad'
-                ' FROM (SELECT k, lbl, s AS state, %3$s AS work FROM'
-                '       (SELECT %1$I AS k, %2$s::text AS lbl, %4$s AS s, %7$s AS f FROM %5$s'
-                '        WHERE ($1::text IS NULL OR %1$I > $1::%6$s) ORDER BY %1$I LIMIT $2) r) s',
-                t.row_key, coalesce(quote_ident(t.label_column), 'NULL'), q.work_from_state, q.state,
-                t.table_name, t.row_key_type,
-                CASE WHEN t.flag_column IS NULL THEN 'NULL::boolean' ELSE quote_ident(t.flag_column) END)
-            INTO batch USING last_key, batch_size;
+            EXECUTE q.scan INTO batch USING last_key, batch_size;
             EXIT WHEN batch.seen = 0;
             last_key := batch.last_key;
             done := done + batch.seen;
-            IF cardinality(batch.bad) > 0 THEN
-                total_undecryptable := total_undecryptable + cardinality(batch.bad);
+            IF batch.bad > 0 THEN
+                total_undecryptable := total_undecryptable + batch.bad;
                 RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
-                    mode, cardinality(batch.bad), label, array_to_string(batch.bad[1:50], ', ');
+                    mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
             END IF;
             IF cardinality(batch.todo) > 0 THEN
-                locked := @extschema@._bulk_lock(t, batch.todo, false);
+                EXECUTE replace(q.rewrite, '{lock}', 'SKIP LOCKED') INTO locked, n USING batch.todo;
+                changed := changed + n;
                 pending := pending || ARRAY(SELECT unnest(batch.todo) EXCEPT SELECT unnest(locked));
-                changed := changed + @extschema@._bulk_rewrite(t, q.need_work, q.new_value, locked);
             END IF;
+            own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
             COMMIT;
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             rate := done / greatest(extract(epoch FROM clock_timestamp() - started), 0.001);
-            RAISE NOTICE 'conn_crypto %: % % / % rows scanned, % changed, % rows/s, about % s left',
+            RAISE NOTICE 'conn_crypto %: % % / % rows scanned, % value(s) changed, % rows/s, about % s left',
                 mode, label, done, greatest(total, done), changed, round(rate),
                 round(greatest(total - done, 0) / greatest(rate, 1));
         END LOOP;
         -- Retry passes for the rows concurrent writers held (and, for tables
         -- without a primary key, rows whose ctid moved under an update: the
-        -- scan finds them again). Every sixth pass waits for each remaining
-        -- row's lock alone, holding no other lock; the number of passes is bounded.
+        -- pending query finds them again). The number of passes is bounded.
         pass := 0;
+        sweeps := 0;
         LOOP
-            IF t.row_key = 'ctid' THEN
-                EXECUTE format('SELECT coalesce(array_agg(ctid::text), ''{}'') FROM %s WHERE %s', t.table_name, q.need_work)
-                    INTO pending;
+            IF t.row_key = 'ctid' OR (cardinality(pending) = 0 AND sweeps < 2) THEN
+                sweeps := sweeps + (t.row_key <> 'ctid')::int;
+                EXECUTE q.pending INTO pending USING age(first_xid), own_xids;
             END IF;
             EXIT WHEN cardinality(pending) = 0 OR pass >= 24;
             pass := pass + 1;
             IF pass % 6 <> 0 THEN
                 PERFORM pg_sleep(0.02 * (pass % 6));
-                locked := @extschema@._bulk_lock(t, pending, false);
-                changed := changed + @extschema@._bulk_rewrite(t, q.need_work, q.new_value, locked);
+                EXECUTE replace(q.rewrite, '{lock}', 'SKIP LOCKED') INTO locked, n USING pending;
+                changed := changed + n;
                 pending := ARRAY(SELECT unnest(pending) EXCEPT SELECT unnest(locked));
+                own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
                 COMMIT;
                 PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             ELSE
                 FOR i IN 1 .. cardinality(pending) LOOP
-                    locked := @extschema@._bulk_lock(t, pending[i:i], true);
-                    changed := changed + @extschema@._bulk_rewrite(t, q.need_work, q.new_value, locked);
+                    EXECUTE replace(q.rewrite, '{lock}', '') INTO locked, n USING pending[i:i];
+                    changed := changed + n;
+                    own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
                     COMMIT;
                     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 END LOOP;
@@ -222,7 +270,7 @@ BEGIN
                 mode, cardinality(pending), label;
         END IF;
         total_changed := total_changed + changed;
-        RAISE NOTICE 'conn_crypto %: % done: % rows scanned, % changed', mode, label, done, changed;
+        RAISE NOTICE 'conn_crypto %: % done: % rows scanned, % value(s) changed', mode, label, done, changed;
     END LOOP;
     RAISE NOTICE 'conn_crypto %: finished: % value(s) changed, % undecryptable value(s) left untouched%',
         mode, total_changed, total_undecryptable,
@@ -304,7 +352,6 @@ END $$;
 REVOKE EXECUTE ON FUNCTION @extschema@._status(), @extschema@.verify() FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE @extschema@.rotate(integer), @extschema@.encrypt_plaintext(integer),
     @extschema@._bulk_run(text, integer) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION @extschema@._bulk_rewrite(record, text, text, text[]),
-    @extschema@._bulk_lock(record, text[], boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@._bulk_table_sql(text, regclass, name, text, name, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._status(), @extschema@.verify() TO conn_crypto_reader;
 GRANT SELECT ON @extschema@.status TO conn_crypto_reader;

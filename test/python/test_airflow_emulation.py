@@ -8,7 +8,7 @@ reads through its getters; plain SQL writes plaintext in every way rows
 arrive (INSERT with NULL flags, multi-row INSERT, ON CONFLICT DO UPDATE,
 UPDATE ... FROM, COPY, flag-only and unrelated UPDATEs) and reads through
 conn_crypto.connection_password/connection_extra/variable_value. After every
-step the touched rows (and every row, every 200 steps) are checked against a
+step the touched rows (and every row, every 300 steps and after whole-table UPDATEs) are checked against a
 model of the trigger's rules: both reads return what was last written, a
 stored token decrypts to the plaintext (never to another token), Airflow's
 own tokens are stored byte for byte, untouched rows keep their bytes, and the
@@ -39,12 +39,14 @@ except ImportError:     # the interop helpers are optional here
 
 @pytest.fixture(scope="module", autouse=True)
 def announce_seed(request):
+    """Prints the seed before the tests run (and it is quoted in every failure and
+    in the terminal summary's case counts)."""
     tr = request.config.pluginmanager.getplugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"\nairflow emulation: seed {SEED} (reproduce with {NOTE})")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if tr is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            tr.write_line(f"\nairflow emulation: seed {SEED} (reproduce with {NOTE})")
     yield
-    if tr is not None:
-        tr.write_line(f"\nairflow emulation: seed {SEED} (reproduce with {NOTE})")
 
 
 @pytest.fixture
@@ -84,8 +86,8 @@ def enable(cur, schema):
 
 
 def report(sc, name):
-    count(f"airflow emulation {name}: steps", sc.steps)
-    count(f"airflow emulation {name}: values checked", sc.checked)
+    count(f"airflow emulation ({NOTE}) {name}: steps", sc.steps)
+    count(f"airflow emulation ({NOTE}) {name}: values checked", sc.checked)
     print(f"{name}: {sc.steps} steps, {len(sc.conns)} connections, {len(sc.vars)} variables, "
           f"{sc.checked} values checked, {sc.failed_writes} writes refused as expected; ops {sc.op_counts}")
 
@@ -104,7 +106,7 @@ def test_random_airflow_and_sql(db, arng, airflow_schema, version):
         sc.check(full=True)
         sc.run_steps(STEPS if version == "2" else STEPS // 2)
         report(sc, f"DDL {version}")
-        assert len(sc.conns) > 1000 if version == "2" else len(sc.conns) > 400
+        assert len(sc.conns) > (STEPS * 2 // 3 if version == "2" else STEPS // 4), NOTE   # thousands, by default
 
 
 def test_keyring_rows_of_old_key(db, arng, airflow_schema):
@@ -128,7 +130,7 @@ def test_keyring_rows_of_old_key(db, arng, airflow_schema):
         for cid, m in before.items():
             if m["password"].raw:
                 assert positions[cid][0] in (2, 0), (cid, positions[cid], NOTE)
-        assert sum(1 for p in positions.values() if p[0] == 2) > 20, NOTE
+        assert any(p[0] == 2 for p in positions.values()), NOTE
 
         # Mixed fleet: the upgraded Airflow (new key first) and a worker still on k_old.
         upgraded = sc.airflow

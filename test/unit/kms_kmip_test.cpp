@@ -467,8 +467,7 @@ TEST(KmsKmip, SilentPeerHitsTheReadTimeout) {
     SecureBytes key(32, 1);
     std::string m;
     long long ms = elapsed_ms([&] { m = error_of([&] { p->wrap(key); }); });
-    EXPECT_TRUE(starts_with(m, "KMS timeout: no answer from 127.0.0.1:")) << m;
-    EXPECT_NE(m.find("within 300 ms during the TLS handshake"), std::string::npos) << m;
+    EXPECT_TRUE(starts_with(m, "KMS timeout: no answer within 300 ms during the TLS handshake with 127.0.0.1:")) << m;
     EXPECT_GE(ms, 290);
     EXPECT_LT(ms, 1500);
 }
