@@ -114,8 +114,8 @@ start_rotate() {
     ROT_PID=$!
 }
 
-# Waits until the rotation has committed $1 batches of the password column
-# (extra, walked first, is done by then). The trigger is the rotation's own
+# Waits until the rotation has committed $1 batches of the connection table
+# (password and extra together). The trigger is the rotation's own
 # progress NOTICE, sent right after each batch's COMMIT: polling the status
 # view is too slow for it (it scans every value once per key, ~2 s for 50k
 # rows on 2 CPUs, as long as half the password pass, so the rotation was
@@ -124,9 +124,9 @@ start_rotate() {
 wait_midway() {
     local batches=$1 deadline=$((SECONDS + 300)) n
     while :; do
-        n=$(grep -Ec 'rotate: public\.connection\.password [0-9]+ / [0-9]+ rows scanned' "$DIR/rotate.err" || true)
+        n=$(grep -Ec 'rotate: public\.connection \(extra, password\) [0-9]+ / [0-9]+ rows scanned' "$DIR/rotate.err" || true)
         if [ "$n" -ge "$batches" ]; then
-            echo "   $n batches of the password column committed"
+            echo "   $n batches of the connection table committed"
             return 0
         fi
         kill -0 "$ROT_PID" 2>/dev/null || fail "the rotation ended before the fault ($(grep -v NOTICE "$DIR/rotate.err"))"
