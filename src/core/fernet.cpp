@@ -73,35 +73,42 @@ std::size_t plaintext_bound(std::size_t token_len) noexcept {
     return raw > kHeader + kMac ? raw - kHeader - kMac : 0;
 }
 
+std::optional<ParsedToken> try_parse_token(std::string_view token, const char** why) noexcept {
+    const char* reason = nullptr;
+    try {
+        ParsedToken t;
+        std::string_view body = base64::trim(token);
+        t.raw.resize(base64::decoded_bound(body.size()));
+        auto n = base64::decode(body, base64::Alphabet::UrlSafe, t.raw.data());
+        if (!n) {
+            reason = "not url-safe base64";
+        } else {
+            t.raw.resize(*n);
+            reason = structure_problem(t.raw.data(), t.raw.size());
+            if (!reason) {
+                t.timestamp = load_be64(t.raw.data() + 1);
+                return t;
+            }
+        }
+    } catch (...) {
+        reason = "out of memory";
+    }
+    if (why) *why = reason;
+    return std::nullopt;
+}
+
 ParsedToken parse_token(std::string_view token) {
-    ParsedToken t;
-    std::string_view body = base64::trim(token);
-    t.raw.resize(base64::decoded_bound(body.size()));
-    auto n = base64::decode(body, base64::Alphabet::UrlSafe, t.raw.data());
-    if (!n) throw Error(ErrorKind::MalformedToken, "malformed token: not url-safe base64");
-    t.raw.resize(*n);
-    if (const char* why = structure_problem(t.raw.data(), t.raw.size()))
-        throw Error(ErrorKind::MalformedToken, std::string("malformed token: ") + why);
-    t.timestamp = load_be64(t.raw.data() + 1);
-    return t;
+    const char* why = nullptr;
+    auto t = try_parse_token(token, &why);
+    if (!t) throw Error(ErrorKind::MalformedToken, std::string("malformed token: ") + why);
+    return std::move(*t);
 }
 
 bool looks_like_token(std::string_view token) noexcept {
     std::string_view body = base64::trim(token);
     // Cheap rejections first: the shortest token is 76 characters, and it starts with 'gAAAAA'.
     if (body.size() < base64::encoded_length(kMinRaw) - 2 || body[0] != 'g') return false;
-    std::uint8_t stack[512];
-    std::unique_ptr<std::uint8_t[]> heap;
-    std::uint8_t* buf = stack;
-    if (base64::decoded_bound(body.size()) > sizeof stack) {
-        heap.reset(new (std::nothrow) std::uint8_t[base64::decoded_bound(body.size())]);
-        if (!heap) return false;
-        buf = heap.get();
-    }
-    auto n = base64::decode(body, base64::Alphabet::UrlSafe, buf);
-    bool ok = n && structure_problem(buf, *n) == nullptr;
-    OPENSSL_cleanse(buf, n ? *n : 0);
-    return ok;
+    return try_parse_token(body).has_value();
 }
 
 void check_token_time(std::uint64_t timestamp, std::int64_t ttl, std::int64_t now) {

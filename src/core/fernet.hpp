@@ -52,6 +52,10 @@ struct ParsedToken {
 // Decodes and structurally validates a token; throws Error(MalformedToken).
 ParsedToken parse_token(std::string_view token);
 
+// The same without exceptions (checking plaintext is a hot path for the
+// triggers): nullopt, with *why set to the reason, when malformed.
+std::optional<ParsedToken> try_parse_token(std::string_view token, const char** why = nullptr) noexcept;
+
 // Same checks without throwing: whether the text has the structure of a token.
 bool looks_like_token(std::string_view token) noexcept;
 

@@ -97,12 +97,9 @@ Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optio
 }
 
 std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
-    try {
-        return authenticating_key(parse_token(token));
-    } catch (const Error& e) {
-        if (e.kind() == ErrorKind::MalformedToken) return std::nullopt;
-        throw;
-    }
+    auto parsed = try_parse_token(token);
+    if (!parsed) return std::nullopt;
+    return authenticating_key(*parsed);
 }
 
 std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
