@@ -104,11 +104,14 @@ ParsedToken parse_token(std::string_view token) {
     return std::move(*t);
 }
 
-bool looks_like_token(std::string_view token) noexcept {
+bool cannot_be_token(std::string_view token) noexcept {
     std::string_view body = base64::trim(token);
-    // Cheap rejections first: the shortest token is 76 characters, and it starts with 'gAAAAA'.
-    if (body.size() < base64::encoded_length(kMinRaw) - 2 || body[0] != 'g') return false;
-    return try_parse_token(body).has_value();
+    // The shortest token is 100 characters (98 without padding); version 0x80 encodes as 'g'.
+    return body.size() < base64::encoded_length(kMinRaw) - 2 || body[0] != 'g';
+}
+
+bool looks_like_token(std::string_view token) noexcept {
+    return !cannot_be_token(token) && try_parse_token(token).has_value();
 }
 
 void check_token_time(std::uint64_t timestamp, std::int64_t ttl, std::int64_t now) {

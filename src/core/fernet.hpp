@@ -56,6 +56,10 @@ ParsedToken parse_token(std::string_view token);
 // triggers): nullopt, with *why set to the reason, when malformed.
 std::optional<ParsedToken> try_parse_token(std::string_view token, const char** why = nullptr) noexcept;
 
+// A quick test on length and first character: true when the text cannot be
+// a token at all (most plaintext), without decoding anything.
+bool cannot_be_token(std::string_view token) noexcept;
+
 // Same checks without throwing: whether the text has the structure of a token.
 bool looks_like_token(std::string_view token) noexcept;
 

@@ -97,6 +97,7 @@ Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optio
 }
 
 std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
+    if (cannot_be_token(token)) return std::nullopt;
     auto parsed = try_parse_token(token);
     if (!parsed) return std::nullopt;
     return authenticating_key(*parsed);
