@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-fuzz"
 SPEC_DIR="${FERNET_SPEC_DIR:-$ROOT/../shared/fernet-spec}"
-TARGETS=(token_fuzz keyring_fuzz base64_fuzz differential_fuzz)
+TARGETS=(token_fuzz keyring_fuzz base64_fuzz differential_fuzz ttlv_fuzz)
 SECONDS_PER_TARGET="${1:-$((60 / ${#TARGETS[@]}))}"
 
 mkdir -p "$BUILD"

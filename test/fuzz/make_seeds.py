@@ -36,6 +36,32 @@ def write(out_dir, target, seeds):
     return len(unique)
 
 
+def ttlv(tag, typ, value):
+    """One TTLV item: 3-byte tag, type, 4-byte length, value padded to 8."""
+    return struct.pack(">I", tag)[1:] + bytes([typ]) + struct.pack(">I", len(value)) + value + b"\0" * (-len(value) % 8)
+
+
+def kmip_response_seeds():
+    """A successful Encrypt and Decrypt response and a failed one (KMIP 1.4 layout)."""
+    struct_, integer, enum, text, blob, date = 0x01, 0x02, 0x05, 0x07, 0x08, 0x09
+    header = ttlv(0x42007A, struct_,
+                  ttlv(0x420069, struct_, ttlv(0x42006A, integer, struct.pack(">i", 1)) +
+                       ttlv(0x42006B, integer, struct.pack(">i", 4))) +
+                  ttlv(0x420092, date, struct.pack(">q", 1700000000)) +
+                  ttlv(0x42000D, integer, struct.pack(">i", 1)))
+
+    def message(operation, status, payload):
+        item = ttlv(0x42005C, enum, struct.pack(">I", operation)) + ttlv(0x42007F, enum, struct.pack(">I", status))
+        return ttlv(0x42007B, struct_, header + ttlv(0x42000F, struct_, item + payload))
+
+    uid = ttlv(0x420094, text, b"key-1")
+    encrypt = message(0x1F, 0, ttlv(0x42007C, struct_, uid + ttlv(0x4200C2, blob, bytes(32)) +
+                                     ttlv(0x4200FF, blob, bytes(range(16)))))
+    decrypt = message(0x20, 0, ttlv(0x42007C, struct_, uid + ttlv(0x4200C2, blob, bytes(range(32)))))
+    failed = message(0x20, 1, ttlv(0x42007E, enum, struct.pack(">I", 1)) + ttlv(0x42007D, text, b"Item Not Found"))
+    return [encrypt, decrypt, failed, encrypt[:40], b""]
+
+
 def main():
     spec_dir, out_dir = sys.argv[1], sys.argv[2]
     vectors = []
@@ -72,6 +98,7 @@ def main():
         "keyring_fuzz": write(out_dir, "keyring_fuzz", keyring_seeds),
         "base64_fuzz": write(out_dir, "base64_fuzz", base64_seeds),
         "differential_fuzz": write(out_dir, "differential_fuzz", diff_seeds + [b""]),
+        "ttlv_fuzz": write(out_dir, "ttlv_fuzz", kmip_response_seeds()),
     }
     print("seeds: " + ", ".join("%s=%d" % kv for kv in counts.items()))
 
