@@ -144,7 +144,7 @@ BEGIN
         table_name, row_key_type, '{}', ', ', '');
     rewrite := format(
         'WITH locked AS (SELECT %1$I AS cc_k, * FROM %2$s WHERE %1$I = ANY($1::%3$s[]) FOR UPDATE {lock}),'
-        '     n AS (SELECT l.*%4$s FROM (SELECT locked.*%5$s FROM locked) l),'
+        '     n AS MATERIALIZED (SELECT l.*%4$s FROM (SELECT locked.*%5$s FROM locked) l),'
         '     changed AS (UPDATE %2$s AS t SET %6$s FROM n WHERE t.%1$I = n.cc_k AND (%7$s) RETURNING %8$s AS c)'
         ' SELECT (SELECT coalesce(array_agg(cc_k::text), %9$L) FROM locked), (SELECT coalesce(sum(c), 0) FROM changed)',
         row_key, table_name, row_key_type, works, states, substr(sets, 3), n_any_work, changed, '{}');
