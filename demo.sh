@@ -11,7 +11,7 @@ echo "== building and installing conn_crypto"
 make -j2 >/dev/null && make install >/dev/null
 
 DIR=${CC_DEMO_DIR:-/tmp/conn_crypto_demo}
-PORT=${CC_DEMO_PORT:-55450}
+PORT=${CC_DEMO_PORT:-25450}
 KEY=$(/usr/bin/python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
 # The key goes in postgresql.conf (or the server's AIRFLOW__CORE__FERNET_KEY), never in SQL text.
 cluster_start "$DIR" "$PORT" "conn_crypto.fernet_key = '$KEY'"

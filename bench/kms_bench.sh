@@ -7,15 +7,15 @@
 #   CC_BENCH_ROWS=200 CC_BENCH_REPS=7 bash bench/kms_bench.sh
 #
 # Directories and ports: CC_BENCH_DIR (/tmp/cc_kms_suite_bench), pykmip-server
-# on CC_BENCH_KMIP_PORT (55721), PostgreSQL on CC_BENCH_PORT (55727).
+# on CC_BENCH_KMIP_PORT (25721), PostgreSQL on CC_BENCH_PORT (25727).
 # Prints a table of ms per row and ratios; exits 0 when the measurements ran
 # (benchmarks do not fail builds), non-zero only when setup or the run errs.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 dir=${CC_BENCH_DIR:-/tmp/cc_kms_suite_bench}
-kport=${CC_BENCH_KMIP_PORT:-55721}
-port=${CC_BENCH_PORT:-55727}
+kport=${CC_BENCH_KMIP_PORT:-25721}
+port=${CC_BENCH_PORT:-25727}
 PY=/usr/bin/python3
 
 key=$($PY -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())') \

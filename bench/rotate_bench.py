@@ -3,7 +3,7 @@ against a no-op rewrite of the same rows, against a Python client doing what
 `airflow rotate-fernet-key` does, and a second (idle) rotate() against
 SELECT count(*).
 
-Connection from CC_PGHOST (127.0.0.1), CC_PGPORT (55523), CC_PGUSER
+Connection from CC_PGHOST (127.0.0.1), CC_PGPORT (25523), CC_PGUSER
 (postgres), CC_PGDATABASE (postgres); a superuser. The server's keyring must
 be "NEW,OLD" with the keys below (bench/rotate_bench.sh configures it).
 CC_RBENCH_ROWS (100000) connections, each with a 32-character password and a
@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def connect(autocommit=True):
     conn = psycopg2.connect(host=os.environ.get("CC_PGHOST", "127.0.0.1"),
-                            port=int(os.environ.get("CC_PGPORT", "55523")),
+                            port=int(os.environ.get("CC_PGPORT", "25523")),
                             user=os.environ.get("CC_PGUSER", "postgres"),
                             dbname=os.environ.get("CC_PGDATABASE", "postgres"),
                             application_name="conn_crypto_rotate_bench")

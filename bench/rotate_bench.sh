@@ -3,14 +3,14 @@
 # keyring is NEW,OLD in postgresql.conf. The extension must be installed.
 #
 #   bash bench/rotate_bench.sh
-#   CC_RBENCH_DIR=/tmp/x CC_RBENCH_PORT=55524 CC_RBENCH_ROWS=100000 CC_RBENCH_REPS=3 bash bench/rotate_bench.sh
+#   CC_RBENCH_DIR=/tmp/x CC_RBENCH_PORT=25524 CC_RBENCH_ROWS=100000 CC_RBENCH_REPS=3 bash bench/rotate_bench.sh
 #
 # Prints a table with OK/MISS per target; exits 0 even on MISS, non-zero only
 # when the cluster or the benchmark errs.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${CC_RBENCH_DIR:-/tmp/cc_rbench}
-port=${CC_RBENCH_PORT:-55523}
+port=${CC_RBENCH_PORT:-25523}
 NEW=6VEsHaOYfDtfszX38bcXaRtrojG4qZoqt5iU6HDyHmM=
 OLD=JDRrh-YpUn8y1zOcJYoz0Yfa-TJFroQVNM_4k-B98iQ=
 

@@ -1,7 +1,7 @@
 """Throughput of the conn_crypto SQL functions against a sha256 baseline and
 against Python's cryptography Fernet (what Airflow uses).
 
-Connection from CC_PGHOST (127.0.0.1), CC_PGPORT (55501), CC_PGUSER (postgres),
+Connection from CC_PGHOST (127.0.0.1), CC_PGPORT (25501), CC_PGUSER (postgres),
 CC_PGDATABASE (postgres); the user must be a superuser. Rows: CC_BENCH_ROWS
 (100000). Each measurement is repeated (after a warm-up run) and the median is
 reported. SQL times are wall time around cursor.execute()+fetch of a query
@@ -29,7 +29,7 @@ KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="   # bytes 0..31, url-safe b
 
 def connect():
     conn = psycopg2.connect(host=os.environ.get("CC_PGHOST", "127.0.0.1"),
-                            port=int(os.environ.get("CC_PGPORT", "55501")),
+                            port=int(os.environ.get("CC_PGPORT", "25501")),
                             user=os.environ.get("CC_PGUSER", "postgres"),
                             dbname=os.environ.get("CC_PGDATABASE", "postgres"),
                             application_name="conn_crypto_sql_bench")

@@ -3,14 +3,14 @@
 # The extension must already be installed (make install).
 #
 #   bash bench/sql_bench.sh
-#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=55600 CC_BENCH_ROWS=100000 bash bench/sql_bench.sh
+#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=25600 CC_BENCH_ROWS=100000 bash bench/sql_bench.sh
 #
 # Prints a table with OK/MISS per target; exits 0 even on MISS (benchmarks do
 # not fail builds), non-zero only when the cluster or the benchmark errs.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${CC_BENCH_DIR:-/tmp/cc_sql_bench}
-port=${CC_BENCH_PORT:-55501}
+port=${CC_BENCH_PORT:-25501}
 
 # shellcheck source=../test/lib/cluster.sh
 source "$ROOT/test/lib/cluster.sh"

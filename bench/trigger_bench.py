@@ -26,7 +26,7 @@ UPDATE cases from one staging table of tokens, so both hold byte-identical
 rows), then VACUUM ANALYZEd and CHECKPOINTed. Times are wall time around
 cursor.execute() in autocommit (statement + commit + one round trip).
 
-Connection: CC_PGHOST (127.0.0.1), CC_PGPORT (55511), CC_PGUSER (postgres),
+Connection: CC_PGHOST (127.0.0.1), CC_PGPORT (25511), CC_PGUSER (postgres),
 CC_PGDATABASE (postgres); the server must have a key (conn_crypto.fernet_key
 in postgresql.conf, as bench/trigger_bench.sh does). Rows: CC_BENCH_ROWS
 (100000); repetitions: CC_BENCH_REPS (5).
@@ -89,7 +89,7 @@ CASES = [
 
 def connect():
     conn = psycopg2.connect(host=os.environ.get("CC_PGHOST", "127.0.0.1"),
-                            port=int(os.environ.get("CC_PGPORT", "55511")),
+                            port=int(os.environ.get("CC_PGPORT", "25511")),
                             user=os.environ.get("CC_PGUSER", "postgres"),
                             dbname=os.environ.get("CC_PGDATABASE", "postgres"),
                             application_name="conn_crypto_trigger_bench")

@@ -4,14 +4,14 @@
 # already be built and installed (make && make install).
 #
 #   bash bench/trigger_bench.sh
-#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=55600 CC_BENCH_ROWS=100000 CC_BENCH_REPS=5 bash bench/trigger_bench.sh
+#   CC_BENCH_DIR=/tmp/x CC_BENCH_PORT=25600 CC_BENCH_ROWS=100000 CC_BENCH_REPS=5 bash bench/trigger_bench.sh
 #
 # Prints a table with OK/MISS per target; exits 0 even on MISS (benchmarks do
 # not fail builds), non-zero only when the cluster or the benchmark errs.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${CC_BENCH_DIR:-/tmp/cc_trigger_bench}
-port=${CC_BENCH_PORT:-55511}
+port=${CC_BENCH_PORT:-25511}
 
 key=$(/usr/bin/python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())') \
     || { echo "trigger_bench.sh: could not make a key (python3-cryptography?)" >&2; exit 2; }

@@ -12,7 +12,7 @@ source test/lib/cluster.sh
 install_deps || { echo "dependency installation failed"; exit 1; }
 
 CC_TEST_DIR=${CC_TEST_DIR:-/tmp/conn_crypto_tests}
-CC_PORT=${CC_PORT:-55440}
+CC_PORT=${CC_PORT:-25440}
 mkdir -p "$CC_TEST_DIR"
 
 passed=0; failed=0; failures=()

@@ -4,7 +4,7 @@
 # KmsIntegration gtests, stop the server, run the "server stopped" test.
 #
 # Environment:
-#   CC_KMIP_PORT     port for the server (default 55700)
+#   CC_KMIP_PORT     port for the server (default 25700)
 #   CC_KMIP_DIR      working directory for certificates, config, database
 #                    (default: a new temporary directory, removed on success)
 #   CC_UNIT_TESTS    the unit_tests binary (default: build-kms/unit_tests, then
@@ -14,7 +14,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PORT=${CC_KMIP_PORT:-55700}
+PORT=${CC_KMIP_PORT:-25700}
 PY=/usr/bin/python3
 
 if [ -n "${CC_KMIP_DIR:-}" ]; then

@@ -1,6 +1,6 @@
 """pytest fixtures for the conn_crypto interop suite.
 
-Connection: CC_PGHOST (127.0.0.1), CC_PGPORT (55500), CC_PGUSER (postgres),
+Connection: CC_PGHOST (127.0.0.1), CC_PGPORT (25500), CC_PGUSER (postgres),
 CC_PGDATABASE (postgres); the user must be a superuser (SET conn_crypto.fernet_key).
 Randomness: seed from CC_INTEROP_SEED, else a fresh one; printed at the end.
 """
@@ -30,7 +30,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def _connect():
     conn = psycopg2.connect(
         host=os.environ.get("CC_PGHOST", "127.0.0.1"),
-        port=int(os.environ.get("CC_PGPORT", "55500")),
+        port=int(os.environ.get("CC_PGPORT", "25500")),
         user=os.environ.get("CC_PGUSER", "postgres"),
         dbname=os.environ.get("CC_PGDATABASE", "postgres"),
         application_name="conn_crypto_interop",

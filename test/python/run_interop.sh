@@ -2,13 +2,13 @@
 # Python cryptography <-> conn_crypto interop tests on a throwaway cluster.
 # The extension must already be installed (make install).
 # Env: CC_INTEROP_DIR (cluster directory, default /tmp/cc_interop),
-#      CC_PGPORT (default 55500), CC_INTEROP_SEED (random seed, optional).
+#      CC_PGPORT (default 25500), CC_INTEROP_SEED (random seed, optional).
 # Extra arguments go to pytest. Exit status: pytest's.
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 dir=${CC_INTEROP_DIR:-/tmp/cc_interop}
-port=${CC_PGPORT:-55500}
+port=${CC_PGPORT:-25500}
 
 # shellcheck source=../lib/cluster.sh
 source "$repo/test/lib/cluster.sh"

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib/cluster.sh
 DIR=${CC_FAULT_DIR:-/tmp/cc_fault}
-PORT=${CC_FAULT_PORT:-55522}
+PORT=${CC_FAULT_PORT:-25522}
 ROWS=${CC_FAULT_ROWS:-50000}     # connections: password and extra under OLD
 VARS=${CC_FAULT_VARS:-2000}      # variables: val under OLD
 BATCH=500

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 source test/lib/cluster.sh
 DIR=${CC_ISO_DIR:-/tmp/cc_iso}
-PORT=${CC_ISO_PORT:-55521}
+PORT=${CC_ISO_PORT:-25521}
 NEW=6VEsHaOYfDtfszX38bcXaRtrojG4qZoqt5iU6HDyHmM=
 OLD=JDRrh-YpUn8y1zOcJYoz0Yfa-TJFroQVNM_4k-B98iQ=
 ISOLATION_DIR=$(pg_config --pkglibdir)/pgxs/src/test/isolation

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib/cluster.sh
 DIR=${CC_DUMP_DIR:-/tmp/conn_crypto_dump}
-PORT=${CC_DUMP_PORT:-55460}
+PORT=${CC_DUMP_PORT:-25460}
 K1=cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=
 K2=YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=
 cluster_start "$DIR" "$PORT" "conn_crypto.fernet_key = '$K1'"

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib/cluster.sh
 DIR=${CC_KEYS_DIR:-/tmp/conn_crypto_keys}
-PORT=${CC_KEYS_PORT:-55465}
+PORT=${CC_KEYS_PORT:-25465}
 PY=/usr/bin/python3
 newkey() { $PY -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'; }
 K_ENV=$(newkey); K_CMD=$(newkey); K_GUC=$(newkey); K_CMD2=$(newkey); K_BAD=$(newkey)

@@ -21,8 +21,8 @@
 #      of the server keyring still works; recovery after the restart
 #   k  no error message of the suite shows client key material
 #
-# Runs its own pykmip-server (port 55720), PostgreSQL cluster (55725) and a
-# blackhole listener (55726) under /tmp/cc_kms_suite (CC_KMS_SUITE_DIR).
+# Runs its own pykmip-server (port 25720), PostgreSQL cluster (25725) and a
+# blackhole listener (25726) under /tmp/cc_kms_suite (CC_KMS_SUITE_DIR).
 # The extension must be built and installed. Prints a FAIL line per failed
 # check, exits non-zero when any failed; last line "kms: all checks passed".
 set -uo pipefail
@@ -32,9 +32,9 @@ PY=/usr/bin/python3
 BASE=${CC_KMS_SUITE_DIR:-/tmp/cc_kms_suite}
 KDIR=$BASE/kmip
 PGD=$BASE/pg
-KPORT=55720
-PORT=55725
-HOLE_PORT=55726
+KPORT=25720
+PORT=25725
+HOLE_PORT=25726
 ERRLOG=$BASE/stderr.log          # every psql/python stderr of the suite (check k)
 UTIL=test/kmip/kms_suite_util.py
 FAILS=0
