@@ -2,9 +2,9 @@
 # initdb and postgres refuse to run as root, so the server runs as the
 # unprivileged "postgres" system user (created by the server packages).
 # Usage: cluster_start DIR PORT [KEY=VALUE ...]   (extra postgresql.conf lines)
+#        cluster_stop DIR [MODE]
 # Fixed test ports stay below 32768, outside Linux's ephemeral port range, so a
 # client connection can never already hold the port a test server binds.
-#        cluster_stop DIR [MODE]
 PGBIN=${PGBIN:-$(pg_config --bindir)}
 
 as_postgres() {
