@@ -139,6 +139,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                      WHERE tgrelid = table_name AND tgname = 'conn_crypto_protect'), '{}');
 $$;
 
+-- A trigger argument list (triples) without the triple of one column.
+CREATE FUNCTION @extschema@._args_without(args text[], column_name text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(args[i] ORDER BY i), '{}')
+    FROM generate_series(1, cardinality(args)) AS i
+    WHERE args[((i - 1) / 3) * 3 + 1] <> column_name;
+$$;
+
 -- Protects a text/varchar column: values are kept as Fernet tokens of the
 -- server keyring, with an optional boolean flag column kept in agreement.
 -- encrypt_empty: whether '' is encrypted (Airflow's variable.val) or left alone.
@@ -148,7 +156,7 @@ CREATE FUNCTION @extschema@.protect_column(table_name regclass, column_name name
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_args text[] := @extschema@._trigger_args(table_name);
-    new_args text[] := '{}';
+    new_args text[];
     col_type regtype;
     flag_type regtype;
 BEGIN
@@ -168,12 +176,7 @@ BEGIN
                 USING ERRCODE = '42804';
         END IF;
     END IF;
-    FOR i IN 1 .. cardinality(old_args) / 3 LOOP
-        IF old_args[3 * i - 2] <> column_name THEN
-            new_args := new_args || old_args[3 * i - 2 : 3 * i];
-        END IF;
-    END LOOP;
-    new_args := new_args || ARRAY[column_name::text, coalesce(flag_column::text, ''),
+    new_args := @extschema@._args_without(old_args, column_name) || ARRAY[column_name::text, coalesce(flag_column::text, ''),
                                   CASE WHEN encrypt_empty THEN 'encrypt_empty' ELSE 'skip_empty' END];
     PERFORM @extschema@._validate_protected(table_name, new_args[cardinality(new_args) - 2 :]);
     PERFORM @extschema@._install_trigger(table_name, new_args);
@@ -183,13 +186,8 @@ CREATE FUNCTION @extschema@.unprotect_column(table_name regclass, column_name na
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_args text[] := @extschema@._trigger_args(table_name);
-    new_args text[] := '{}';
+    new_args text[] := @extschema@._args_without(old_args, column_name);
 BEGIN
-    FOR i IN 1 .. cardinality(old_args) / 3 LOOP
-        IF old_args[3 * i - 2] <> column_name THEN
-            new_args := new_args || old_args[3 * i - 2 : 3 * i];
-        END IF;
-    END LOOP;
     IF new_args IS DISTINCT FROM old_args THEN
         PERFORM @extschema@._install_trigger(table_name, new_args);
     END IF;

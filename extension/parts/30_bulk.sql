@@ -55,11 +55,8 @@ $$;
 -- State -3: a token of the row's own KMS-wrapped data key (not the server keyring's business).
 CREATE FUNCTION @extschema@._bulk_sql(mode text, column_name name, flag_column name, encrypt_empty boolean,
                                       json_plaintext boolean, kms boolean, schema_name text,
-                                      OUT state text, OUT need_work text,
-                                      OUT work_from_state text, OUT new_value text)
+                                      OUT state text, OUT work_from_state text, OUT new_value text)
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    flag text := CASE WHEN flag_column IS NULL THEN 'NULL::boolean' ELSE quote_ident(flag_column) END;
 BEGIN
     state := format('@extschema@._value_state(%I, %L, %L)', column_name, encrypt_empty, json_plaintext);
     IF kms THEN
@@ -69,7 +66,7 @@ BEGIN
                         ' ELSE @extschema@._kms_value_state(%I, conn_key, _kms_conn_id, _kms_extra, %L, %L) END',
                         state, column_name, schema_name, mode = 'verify');
     END IF;
-    -- work_from_state: the same test on an already computed state {s} and flag {f}.
+    -- work_from_state: whether a row needs work, from its state {s} and flag {f}.
     -- new_value: the new value from the value {v} and its state {s}.
     IF mode = 'rotate' THEN
         work_from_state := '{s} > 1';
@@ -83,7 +80,6 @@ BEGIN
         -- trigger then moves it under the row's own data key.
         new_value := 'CASE WHEN {s} = 0 THEN @extschema@.fernet_encrypt({v}) ELSE {v} END';
     END IF;
-    need_work := replace(replace(work_from_state, '{s}', '(' || state || ')'), '{f}', flag);
 END $$;
 
 -- The statements the engine runs for one table, all its protected columns at once:

@@ -8,8 +8,6 @@ CREATE FUNCTION @extschema@.enable_kms(schema_name text DEFAULT 'public') RETURN
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     conn regclass := to_regclass(format('%I.connection', schema_name));
-    old_args text[];
-    new_args text[] := '{}';
 BEGIN
     IF conn IS NULL THEN
         RAISE EXCEPTION 'schema "%" has no Airflow connection table', schema_name USING ERRCODE = '42P01';
@@ -18,13 +16,9 @@ BEGIN
                    ' ADD COLUMN IF NOT EXISTS _kms_conn_id varchar(250),'
                    ' ADD COLUMN IF NOT EXISTS _kms_extra varchar(5000)', conn);
     PERFORM @extschema@.enable_airflow_encryption(schema_name);
-    old_args := @extschema@._trigger_args(conn);
-    FOR i IN 1 .. cardinality(old_args) / 3 LOOP
-        IF old_args[3 * i] <> 'kms' THEN
-            new_args := new_args || old_args[3 * i - 2 : 3 * i];
-        END IF;
-    END LOOP;
-    PERFORM @extschema@._install_trigger(conn, new_args || ARRAY['conn_key', '_kms_conn_id', 'kms']);
+    -- The KMS marker triple is ('conn_key', '_kms_conn_id', 'kms').
+    PERFORM @extschema@._install_trigger(conn, @extschema@._args_without(@extschema@._trigger_args(conn), 'conn_key')
+                                               || ARRAY['conn_key', '_kms_conn_id', 'kms']);
 END $$;
 
 -- A KMS connection's settings: its conn_type, host and port, and its extra
@@ -32,7 +26,7 @@ END $$;
 -- _kms_extra, flattened to names and values. Runs with its owner's rights:
 -- C code calls it for writers who may not read the KMS connection.
 CREATE FUNCTION @extschema@._kms_config(schema_name text, kms_conn_id text, kms_extra text)
-RETURNS TABLE (conn_type text, host text, port integer, chained boolean, names text[], vals text[])
+RETURNS TABLE (conn_type text, host text, port integer, names text[], vals text[])
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -65,7 +59,6 @@ BEGIN
     conn_type := r.conn_type;
     host := r.host;
     port := r.port;
-    chained := r._kms_conn_id IS NOT NULL;
     SELECT array_agg(key ORDER BY key), array_agg(value ORDER BY key) INTO names, vals FROM jsonb_each_text(merged);
     RETURN NEXT;
 END $$;

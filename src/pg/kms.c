@@ -169,7 +169,7 @@ cc_kms_settings(const char *schema, const char *kms_conn_id, const char *kms_ext
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute_with_args("SELECT conn_type, host, port, chained, names, vals "
+		rc = SPI_execute_with_args("SELECT conn_type, host, port, names, vals "
 								   "FROM conn_crypto._kms_config($1, $2, $3)",
 								   3, argtypes, args, nulls, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -192,12 +192,10 @@ cc_kms_settings(const char *schema, const char *kms_conn_id, const char *kms_ext
 			d = SPI_getbinval(row, desc, 3, &isnull);
 			out->config.port = isnull ? 0 : DatumGetInt32(d);
 			d = SPI_getbinval(row, desc, 4, &isnull);
-			out->chained = !isnull && DatumGetBool(d);
-			d = SPI_getbinval(row, desc, 5, &isnull);
 			if (!isnull)
 			{
 				names = DatumGetArrayTypeP(d);
-				vals = DatumGetArrayTypeP(SPI_getbinval(row, desc, 6, &isnull));
+				vals = DatumGetArrayTypeP(SPI_getbinval(row, desc, 5, &isnull));
 				n = ArrayGetNItems(ARR_NDIM(names), ARR_DIMS(names));
 			}
 			pn = MemoryContextAllocZero(caller, sizeof(char *) * Max(n, 1));
@@ -328,12 +326,7 @@ cc_kms_new_row_key(const char *schema, const char *kms_conn_id, const char *kms_
 	cc_error	err;
 	text	   *wrapped;
 
-	cc_kms_settings(schema, kms_conn_id, kms_extra, &settings);
-	if (settings.chained)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("can't chain KMS encrypted connections"),
-				 errdetail("KMS connection \"%s\" is itself encrypted with a KMS.", kms_conn_id)));
+	cc_kms_settings(schema, kms_conn_id, kms_extra, &settings);	/* refuses a chained KMS connection */
 	if (!cc_random_bytes(key, sizeof key, &err))
 		cc_report(&err, NULL);
 	wrapped = cc_kms_wrap_key(&settings, key, sizeof key);

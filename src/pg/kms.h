@@ -12,7 +12,6 @@
 typedef struct KmsSettings
 {
 	cc_kms_config config;
-	bool		chained;		/* the KMS connection is itself KMS-encrypted */
 } KmsSettings;
 
 extern void cc_define_kms_gucs(void);
@@ -20,7 +19,8 @@ extern void cc_define_kms_gucs(void);
 /*
  * Reads the KMS connection kms_conn_id of schema's connection table (its
  * extra decrypted with the server keyring) merged with kms_extra (JSON, may
- * be NULL). ERROR when it does not exist. Wipe with cc_kms_settings_wipe.
+ * be NULL). ERROR when it does not exist or is itself KMS-encrypted (a chain).
+ * Wipe with cc_kms_settings_wipe.
  */
 extern void cc_kms_settings(const char *schema, const char *kms_conn_id, const char *kms_extra,
 							KmsSettings *out);

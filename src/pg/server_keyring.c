@@ -21,8 +21,9 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
-char	   *cc_fernet_key_guc = NULL;
-char	   *cc_fernet_key_command_guc = NULL;
+/* The GUCs' own values: the key's is only ever the mask (see check_fernet_key). */
+static char *fernet_key_guc = NULL;
+static char *fernet_key_command_guc = NULL;
 
 /* A keyring of 1000 keys is about 45 kB; anything far larger is not a keyring. */
 #define KEY_COMMAND_MAX_OUTPUT (1024 * 1024)
@@ -151,7 +152,7 @@ cc_define_key_gucs(void)
 	DefineCustomStringVariable("conn_crypto.fernet_key",
 							   "Comma-separated Fernet keyring; the first key encrypts.",
 							   "When empty, the server's AIRFLOW__CORE__FERNET_KEY environment variable is used.",
-							   &cc_fernet_key_guc,
+							   &fernet_key_guc,
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
@@ -159,7 +160,7 @@ cc_define_key_gucs(void)
 	DefineCustomStringVariable("conn_crypto.fernet_key_command",
 							   "Shell command whose standard output is the Fernet keyring.",
 							   "Used when conn_crypto.fernet_key is empty; settable only in postgresql.conf.",
-							   &cc_fernet_key_command_guc,
+							   &fernet_key_command_guc,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
@@ -229,11 +230,11 @@ configured_text(const char **source, Size *len, bool *owned)
 		*len = strlen(fernet_key_text);
 		return fernet_key_text;
 	}
-	if (cc_fernet_key_command_guc != NULL && cc_fernet_key_command_guc[0] != '\0')
+	if (fernet_key_command_guc != NULL && fernet_key_command_guc[0] != '\0')
 	{
 		*source = "conn_crypto.fernet_key_command";
 		*owned = true;
-		return run_key_command(cc_fernet_key_command_guc, len);
+		return run_key_command(fernet_key_command_guc, len);
 	}
 	env = env_keyring;
 	if (env != NULL && env[0] != '\0')

@@ -5,8 +5,6 @@
 #include "postgres.h"
 #include "bridge.h"
 
-extern char *cc_fernet_key_guc;
-
 /* Registers the GUCs; called from _PG_init. */
 extern void cc_define_key_gucs(void);
 
