@@ -16,6 +16,9 @@ SHLIB_LINK = -lssl -lcrypto -lstdc++
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=conn_crypto
 
+# Track header dependencies (.deps/), so a changed header rebuilds every object using it.
+override autodepend = yes
+
 # No LLVM bitcode for JIT inlining: it would need clang++ matching the server build.
 override with_llvm = no
 

@@ -9,6 +9,13 @@ CREATE FUNCTION @extschema@._value_state(value text, encrypt_empty boolean, json
 REVOKE EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) TO conn_crypto_reader;
 
+-- How many undecryptable tokens _value_state met since the last call (and
+-- starts counting again): tells the engine's one-statement batches when to
+-- go back and report them.
+CREATE FUNCTION @extschema@._bulk_undecryptable_seen() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'cc_bulk_undecryptable_seen' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION @extschema@._bulk_undecryptable_seen() FROM PUBLIC;
+
 -- Every value the bulk operations look after: each protected column, plus
 -- Airflow 2.9+'s trigger.kwargs (a Fernet token of JSON, no flag; a value
 -- starting with '{' is plaintext JSON) in every schema whose Airflow tables
@@ -89,10 +96,15 @@ END $$;
 --            locked row on its latest version, rewrites the columns that need it; returns the locked
 --            keys and the number of values changed
 --   pending: (tables without a primary key) the ctids that still need work
+--   bound:   the last key of the next batch and its number of rows (index only)
+--   fast:    one UPDATE rewriting every row of a key range that needs work; it waits for
+--            row locks, so the engine runs it with a short lock_timeout (see _bulk_run);
+--            returns the number of values changed and the xid the rows were written by
 -- Rows are judged by the state of each column (s<i>), its flag (f<i>) and the work test (w<i>).
 CREATE FUNCTION @extschema@._bulk_table_sql(mode text, table_name regclass, row_key name, row_key_type text,
                                             label_column name, schema_name text,
-                                            OUT scan text, OUT rewrite text, OUT pending text)
+                                            OUT scan text, OUT rewrite text, OUT pending text,
+                                            OUT bound text, OUT fast text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c record;
@@ -107,6 +119,8 @@ DECLARE
     sets text := '';
     changed text := '0';
     flag text;
+    fast_sets text := '';
+    fast_changed text := '0';
 BEGIN
     FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
         i := i + 1;
@@ -127,6 +141,13 @@ BEGIN
             sets := sets || format(', %I = CASE WHEN n.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
         END IF;
         changed := changed || format(' + n.w%s::int', i);
+        fast_sets := fast_sets || format(', %I = CASE WHEN s.w%s THEN %s ELSE t.%I END', c.column_name, i,
+                                         replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)), '{s}', 's.s' || i),
+                                         c.column_name);
+        IF c.flag_column IS NOT NULL THEN
+            fast_sets := fast_sets || format(', %I = CASE WHEN s.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
+        END IF;
+        fast_changed := fast_changed || format(' + s.w%s::int', i);
     END LOOP;
     scan := format(
         'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
@@ -155,20 +176,46 @@ BEGIN
                       CASE WHEN row_key = 'ctid' THEN 'ctid' ELSE quote_ident(row_key) END,
                       CASE WHEN row_key = 'ctid' THEN '$1 IS NOT NULL OR $2 IS NOT NULL OR true'
                            ELSE 'pg_catalog.age(xmin) <= $1 AND NOT (xmin = ANY(pg_catalog.array_remove($2::xid[], NULL)))' END);
+    IF row_key <> 'ctid' THEN
+        bound := format('SELECT count(*) AS seen, min(cc_k)::text AS first_key, max(cc_k)::text AS last_key FROM (SELECT %1$I AS cc_k FROM %2$s'
+                        ' WHERE ($1::text IS NULL OR %1$I > $1::%3$s) ORDER BY %1$I LIMIT $2) x',
+                        row_key, table_name, row_key_type);
+        -- The states come from a read of the range (s) joined back by ctid: each
+        -- is computed once, and every value of the range is judged, so the
+        -- undecryptable ones are counted. A row another session updates
+        -- meanwhile no longer joins (new ctid) and is left alone here; the
+        -- engine's final sweep of rows written by others during the run finds it.
+        fast := format('WITH u AS (UPDATE %1$s AS t SET %4$s'
+                       '  FROM (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid%6$s FROM %1$s'
+                       '        WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1 OFFSET 0) s'
+                       '  WHERE t.ctid = s.cc_ctid AND (%7$s)'
+                       '  RETURNING %8$s AS c, t.xmin AS x)'
+                       ' SELECT coalesce(sum(c), 0)::bigint AS changed, (array_agg(x))[1] AS xid FROM u',
+                       table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
+                       replace(any_work, 'w', 's.w'), fast_changed);
+    END IF;
 END $$;
 
 -- The engine shared by rotate and encrypt_plaintext. Walks each table once,
--- in key order, batch by batch, for all its protected columns: reads a batch
--- without locks, locks only the rows that need work (SKIP LOCKED), rewrites
--- them in the same statement, commits. Rows a concurrent writer held are
--- retried in later passes; every sixth pass waits for each remaining row
--- alone, holding no other lock, so it cannot take part in a deadlock.
+-- in key order, batch by batch, for all its protected columns, committing
+-- after each batch. A batch is first tried as one UPDATE of its key range
+-- that rewrites only the rows needing work (the fast path). That UPDATE
+-- would wait for rows other sessions hold, so it runs in a subtransaction
+-- with a lock_timeout well below deadlock_timeout: it gives up, and releases
+-- its locks, before another session's deadlock check could pick that session
+-- as the victim. A batch that gives up is redone the careful way: read
+-- without locks, lock only the rows that need work (SKIP LOCKED), rewrite
+-- them. Rows a concurrent writer held are retried in later passes; every
+-- sixth pass waits for each remaining row alone, holding no other lock, so
+-- it cannot take part in a deadlock.
 CREATE PROCEDURE @extschema@._bulk_run(mode text, batch_size integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     t record;
     q record;
     batch record;
+    range record;
+    f record;
     label text;
     last_key text;
     locked text[];
@@ -186,6 +233,21 @@ DECLARE
     sweeps integer;
     first_xid xid;
     own_xids xid[] := '{}';
+    use_fast boolean;
+    fast_rows integer;
+    fast_done boolean;
+    batch_started timestamptz;
+    -- The fast path waits at most fast_wait for a row lock, and its statements
+    -- are kept under fast_budget (halving the rows per transaction, dropping
+    -- the fast path below 100): a session that waits for one of its rows then
+    -- reaches its deadlock check only after the statement has given up.
+    deadlock_wait interval := pg_catalog.current_setting('deadlock_timeout')::interval;
+    fast_wait text := least(extract(epoch FROM pg_catalog.current_setting('deadlock_timeout')::interval) * 100,
+                                       100)::integer::text;   -- milliseconds
+    fast_budget interval := pg_catalog.current_setting('deadlock_timeout')::interval / 4;
+    saved_lock_timeout text;
+    saved_hashjoin text;
+    saved_mergejoin text;
 BEGIN
     -- Transaction control rules out a SET clause: pin the path here and again
     -- after every COMMIT (a transaction-local setting ends with it).
@@ -206,20 +268,66 @@ BEGIN
         label := format('%s (%s)', t.table_name, t.columns);
         SELECT greatest(reltuples, 0)::bigint INTO total FROM pg_class WHERE oid = t.table_name;
         done := 0; changed := 0; started := clock_timestamp(); last_key := NULL; pending := '{}';
+        use_fast := q.fast IS NOT NULL AND deadlock_wait >= interval '100 ms';
+        fast_rows := batch_size;
         LOOP
-            EXECUTE q.scan INTO batch USING last_key, batch_size;
-            EXIT WHEN batch.seen = 0;
-            last_key := batch.last_key;
-            done := done + batch.seen;
-            IF batch.bad > 0 THEN
-                total_undecryptable := total_undecryptable + batch.bad;
-                RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
-                    mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
+            fast_done := false;
+            IF use_fast THEN
+                EXECUTE q.bound INTO range USING last_key, least(batch_size, fast_rows);
+                EXIT WHEN range.seen = 0;
+                PERFORM @extschema@._bulk_undecryptable_seen();
+                batch_started := clock_timestamp();
+                BEGIN
+                    saved_lock_timeout := pg_catalog.current_setting('lock_timeout');
+                    saved_hashjoin := pg_catalog.current_setting('enable_hashjoin');
+                    saved_mergejoin := pg_catalog.current_setting('enable_mergejoin');
+                    PERFORM pg_catalog.set_config('lock_timeout', fast_wait, true);
+                    -- The join back by ctid must stay a nested loop of TID lookups.
+                    PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true),
+                            pg_catalog.set_config('enable_mergejoin', 'off', true);
+                    EXECUTE q.fast INTO f USING range.first_key, range.last_key;
+                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true),
+                            pg_catalog.set_config('enable_hashjoin', saved_hashjoin, true),
+                            pg_catalog.set_config('enable_mergejoin', saved_mergejoin, true);
+                    fast_done := true;
+                EXCEPTION WHEN lock_not_available THEN
+                    NULL;   -- another session holds a row of the batch: do it the careful way
+                END;
+                IF clock_timestamp() - batch_started > fast_budget THEN
+                    -- Too slow to stay clear of deadlock checks: smaller statements, or none.
+                    use_fast := fast_rows > 100;
+                    fast_rows := least(batch_size, fast_rows) / 2;
+                END IF;
             END IF;
-            IF cardinality(batch.todo) > 0 THEN
-                EXECUTE replace(q.rewrite, '{lock}', 'SKIP LOCKED') INTO locked, n USING batch.todo;
-                changed := changed + n;
-                pending := pending || ARRAY(SELECT unnest(batch.todo) EXCEPT SELECT unnest(locked));
+            IF fast_done THEN
+                changed := changed + f.changed;
+                own_xids := own_xids || f.xid;
+                done := done + range.seen;
+                -- Undecryptable values were met: read the batch again to name them.
+                IF @extschema@._bulk_undecryptable_seen() > 0 THEN
+                    EXECUTE q.scan INTO batch USING last_key, batch_size;
+                    IF batch.bad > 0 THEN
+                        total_undecryptable := total_undecryptable + batch.bad;
+                        RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
+                            mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
+                    END IF;
+                END IF;
+                last_key := range.last_key;
+            ELSE
+                EXECUTE q.scan INTO batch USING last_key, batch_size;
+                EXIT WHEN batch.seen = 0;
+                last_key := batch.last_key;
+                done := done + batch.seen;
+                IF batch.bad > 0 THEN
+                    total_undecryptable := total_undecryptable + batch.bad;
+                    RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
+                        mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
+                END IF;
+                IF cardinality(batch.todo) > 0 THEN
+                    EXECUTE replace(q.rewrite, '{lock}', 'SKIP LOCKED') INTO locked, n USING batch.todo;
+                    changed := changed + n;
+                    pending := pending || ARRAY(SELECT unnest(batch.todo) EXCEPT SELECT unnest(locked));
+                END IF;
             END IF;
             own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
             COMMIT;

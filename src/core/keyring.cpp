@@ -3,6 +3,8 @@
 #include "base64.hpp"
 #include "errors.hpp"
 
+#include <openssl/crypto.h>
+
 namespace conn_crypto {
 
 std::optional<SecureBytes> Keyring::decode_key(std::string_view text) {
@@ -60,6 +62,7 @@ void Keyring::encrypt(const std::uint8_t* plaintext, std::size_t n, char* out,
     }
     std::uint64_t ts = timestamp ? *timestamp : static_cast<std::uint64_t>(unix_now());
     keys_.front().encrypt(plaintext, n, ts, iv, out);
+    memo_.remember(std::string_view(out, token_length(n)), 0);
 }
 
 std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token) const {
@@ -71,18 +74,43 @@ std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token)
 // Like MultiFernet: every key is tried in order, and a key whose MAC matches
 // but whose cipher half fails (two keys sharing a signing half) does not end
 // the search.
-std::size_t Keyring::decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index) const {
+std::size_t Keyring::decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index,
+                                    bool* first_authenticating) const {
+    bool first = true;
     for (std::size_t i = 0; i < keys_.size(); ++i) {
         if (!keys_[i].authenticates(parsed)) continue;
         try {
             std::size_t n = keys_[i].decrypt_authenticated(parsed, out);
             if (key_index) *key_index = i;
+            if (first_authenticating) *first_authenticating = first;
+            return n;
+        } catch (const Error& e) {
+            if (e.kind() != ErrorKind::InvalidToken) throw;
+            first = false;
+        }
+    }
+    throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+}
+
+// decrypt_parsed, skipping the HMAC when the memo already knows the token's key.
+std::size_t Keyring::decrypt_known(std::string_view token, const ParsedToken& parsed, std::uint8_t* out,
+                                   std::size_t* key_index) const {
+    if (auto known = memo_.find(token); known && *known < keys_.size()) {
+        try {
+            std::size_t n = keys_[*known].decrypt_authenticated(parsed, out);
+            if (key_index) *key_index = *known;
             return n;
         } catch (const Error& e) {
             if (e.kind() != ErrorKind::InvalidToken) throw;
         }
     }
-    throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    std::size_t index = 0;
+    bool first = false;
+    std::size_t n = decrypt_parsed(parsed, out, &index, &first);
+    // The memo answers key_index(): the first key whose MAC matches.
+    if (first) memo_.remember(token, index);
+    if (key_index) *key_index = index;
+    return n;
 }
 
 Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optional<std::int64_t> ttl,
@@ -92,29 +120,42 @@ Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optio
     if (ttl) check_token_time(parsed.timestamp, *ttl, now);
     Decrypted d;
     d.timestamp = parsed.timestamp;
-    d.length = decrypt_parsed(parsed, out, &d.key_index);
+    d.length = decrypt_known(token, parsed, out, &d.key_index);
     return d;
 }
 
 std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
+    if (auto known = memo_.find(token)) return known;
     if (cannot_be_token(token)) return std::nullopt;
     auto parsed = try_parse_token(token);
     if (!parsed) return std::nullopt;
-    return authenticating_key(*parsed);
+    auto index = authenticating_key(*parsed);
+    if (index) memo_.remember(token, *index);
+    return index;
 }
 
 std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
     ParsedToken parsed = parse_token(token);
-    if (!authenticating_key(parsed))
+    if (!key_index(token))
         throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
     return parsed.timestamp;
 }
 
 std::size_t Keyring::rotate(std::string_view token, char* out) const {
     ParsedToken parsed = parse_token(token);
-    SecureBytes plain(parsed.ciphertext_len());
-    std::size_t n = decrypt_parsed(parsed, plain.data(), nullptr);
-    encrypt(plain.data(), n, out, parsed.timestamp);
+    // Small values (nearly all connection secrets) stay off the heap.
+    std::uint8_t small[1024];
+    SecureBytes large(parsed.ciphertext_len() > sizeof small ? parsed.ciphertext_len() : 0);
+    std::uint8_t* plain = large.empty() ? small : large.data();
+    std::size_t n = 0;
+    try {
+        n = decrypt_known(token, parsed, plain, nullptr);
+        encrypt(plain, n, out, parsed.timestamp);
+    } catch (...) {
+        OPENSSL_cleanse(small, sizeof small);
+        throw;
+    }
+    OPENSSL_cleanse(plain, n);
     return token_length(n);
 }
 

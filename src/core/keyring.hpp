@@ -4,6 +4,7 @@
 #pragma once
 #include "no_postgres.hpp"
 #include "fernet.hpp"
+#include "token_memo.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -69,9 +70,13 @@ public:
     }
 
 private:
-    std::size_t decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index) const;
+    std::size_t decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index,
+                               bool* first_authenticating = nullptr) const;
+    std::size_t decrypt_known(std::string_view token, const ParsedToken& parsed, std::uint8_t* out,
+                              std::size_t* key_index) const;
 
     std::vector<FernetKey> keys_;
+    mutable TokenMemo memo_;   // tokens recently authenticated or produced, with their key
 };
 
 }  // namespace conn_crypto

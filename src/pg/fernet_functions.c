@@ -341,12 +341,31 @@ cc_key_position(PG_FUNCTION_ARGS)
  * -1 a token no key authenticates, k >= 1 a token of key k. json_plaintext:
  * a value starting with '{' is plaintext JSON (Airflow's trigger.kwargs).
  */
+/*
+ * Undecryptable tokens met by cc_value_state since the last
+ * cc_bulk_undecryptable_seen() call: the bulk engine's fast path rewrites a
+ * batch in one UPDATE, which cannot list the values it leaves alone; a non-zero
+ * count sends it back over the batch to report them.
+ */
+static int64 undecryptable_seen = 0;
+
+PG_FUNCTION_INFO_V1(cc_bulk_undecryptable_seen);
+Datum
+cc_bulk_undecryptable_seen(PG_FUNCTION_ARGS)
+{
+	int64		n = undecryptable_seen;
+
+	undecryptable_seen = 0;
+	PG_RETURN_INT64(n);
+}
+
 PG_FUNCTION_INFO_V1(cc_value_state);
 Datum
 cc_value_state(PG_FUNCTION_ARGS)
 {
 	text	   *value;
 	Size		len;
+	int			state;
 	bool		encrypt_empty = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	bool		json_plaintext = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 
@@ -358,5 +377,8 @@ cc_value_state(PG_FUNCTION_ARGS)
 		PG_RETURN_INT32(encrypt_empty ? 0 : -2);
 	if (json_plaintext && VARDATA_ANY(value)[0] == '{')
 		PG_RETURN_INT32(0);
-	PG_RETURN_INT32(server_key_position(VARDATA_ANY(value), len));
+	state = server_key_position(VARDATA_ANY(value), len);
+	if (state == -1)
+		undecryptable_seen++;
+	PG_RETURN_INT32(state);
 }
