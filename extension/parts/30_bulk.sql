@@ -97,9 +97,9 @@ END $$;
 --            keys and the number of values changed
 --   pending: (tables without a primary key) the ctids that still need work
 --   bound:   the last key of the next batch and its number of rows (index only)
---   fast:    one UPDATE rewriting every row of a key range that needs work; it waits for
---            row locks, so the engine runs it with a short lock_timeout (see _bulk_run);
---            returns the number of values changed and the xid the rows were written by
+--   fast:    (tables with a primary key) one batch in one statement: locks the rows of a key
+--            range that need work (SKIP LOCKED), rewrites them; returns the number of values
+--            changed and the keys that needed work but were not rewritten
 -- Rows are judged by the state of each column (s<i>), its flag (f<i>) and the work test (w<i>).
 CREATE FUNCTION @extschema@._bulk_table_sql(mode text, table_name regclass, row_key name, row_key_type text,
                                             label_column name, schema_name text,
@@ -180,32 +180,33 @@ BEGIN
         bound := format('SELECT count(*) AS seen, min(cc_k)::text AS first_key, max(cc_k)::text AS last_key FROM (SELECT %1$I AS cc_k FROM %2$s'
                         ' WHERE ($1::text IS NULL OR %1$I > $1::%3$s) ORDER BY %1$I LIMIT $2) x',
                         row_key, table_name, row_key_type);
-        -- The states come from a read of the range (s) joined back by ctid: each
-        -- is computed once, and every value of the range is judged, so the
-        -- undecryptable ones are counted. A row another session updates
-        -- meanwhile no longer joins (new ctid) and is left alone here; the
-        -- engine's final sweep of rows written by others during the run finds it.
-        fast := format('WITH u AS (UPDATE %1$s AS t SET %4$s'
-                       '  FROM (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid%6$s FROM %1$s'
-                       '        WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1 OFFSET 0) s'
-                       '  WHERE t.ctid = s.cc_ctid AND (%7$s)'
-                       '  RETURNING %8$s AS c, t.xmin AS x)'
-                       ' SELECT coalesce(sum(c), 0)::bigint AS changed, (array_agg(x))[1] AS xid FROM u',
+        -- One statement per batch: read the key range and judge each value
+        -- once (c), lock the rows that need work (SKIP LOCKED: it never waits,
+        -- so it cannot deadlock), rewrite them, and list the rows that needed
+        -- work but were not rewritten (held by others, or changed since the
+        -- read: a new version no longer joins by ctid) for the retry passes.
+        -- The lock also spares the protect trigger the row lock PostgreSQL
+        -- takes before a BEFORE UPDATE trigger.
+        fast := format('WITH c AS MATERIALIZED (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
+                       '            WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1),'
+                       '     s AS (SELECT c.* FROM c JOIN %1$s AS l ON l.ctid = c.cc_ctid WHERE %7$s'
+                       '           FOR UPDATE OF l SKIP LOCKED),'
+                       '     u AS (UPDATE %1$s AS t SET %4$s FROM s WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
+                       ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
+                       '        ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u) AS missed',
                        table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
-                       replace(any_work, 'w', 's.w'), fast_changed);
+                       replace(any_work, 'w', 'c.w'), fast_changed, any_work);
     END IF;
 END $$;
 
 -- The engine shared by rotate and encrypt_plaintext. Walks each table once,
 -- in key order, batch by batch, for all its protected columns, committing
--- after each batch. A batch is first tried as one UPDATE of its key range
--- that rewrites only the rows needing work (the fast path). That UPDATE
--- would wait for rows other sessions hold, so it runs in a subtransaction
--- with a lock_timeout well below deadlock_timeout: it gives up, and releases
--- its locks, before another session's deadlock check could pick that session
--- as the victim. A batch that gives up is redone the careful way: read
--- without locks, lock only the rows that need work (SKIP LOCKED), rewrite
--- them. Rows a concurrent writer held are retried in later passes; every
+-- after each batch. A batch of a table with a primary key is one statement
+-- (_bulk_table_sql's fast): it locks the rows of its key range that need
+-- work, SKIP LOCKED, and rewrites them. Tables without one are read without
+-- locks first, then the rows that need work are locked (SKIP LOCKED) and
+-- rewritten. Either way the engine never waits for a lock while holding
+-- another. Rows a concurrent writer held are retried in later passes; every
 -- sixth pass waits for each remaining row alone, holding no other lock, so
 -- it cannot take part in a deadlock.
 CREATE PROCEDURE @extschema@._bulk_run(mode text, batch_size integer)
@@ -233,21 +234,11 @@ DECLARE
     sweeps integer;
     first_xid xid;
     own_xids xid[] := '{}';
-    use_fast boolean;
-    fast_rows integer;
-    fast_done boolean;
-    batch_started timestamptz;
-    -- The fast path waits at most fast_wait for a row lock, and its statements
-    -- are kept under fast_budget (halving the rows per transaction, dropping
-    -- the fast path below 100): a session that waits for one of its rows then
-    -- reaches its deadlock check only after the statement has given up.
-    deadlock_wait interval := pg_catalog.current_setting('deadlock_timeout')::interval;
-    fast_wait text := least(extract(epoch FROM pg_catalog.current_setting('deadlock_timeout')::interval) * 100,
-                                       100)::integer::text;   -- milliseconds
-    fast_budget interval := pg_catalog.current_setting('deadlock_timeout')::interval / 4;
-    saved_lock_timeout text;
     saved_hashjoin text;
     saved_mergejoin text;
+    saved_plan_mode text;
+    statement_name text;
+    prepared boolean;
 BEGIN
     -- Transaction control rules out a SET clause: pin the path here and again
     -- after every COMMIT (a transaction-local setting ends with it).
@@ -268,40 +259,35 @@ BEGIN
         label := format('%s (%s)', t.table_name, t.columns);
         SELECT greatest(reltuples, 0)::bigint INTO total FROM pg_class WHERE oid = t.table_name;
         done := 0; changed := 0; started := clock_timestamp(); last_key := NULL; pending := '{}';
-        use_fast := q.fast IS NOT NULL AND deadlock_wait >= interval '100 ms';
-        fast_rows := batch_size;
+        statement_name := format('conn_crypto_%s_%s', mode, t.table_name::oid);
+        prepared := false;
         LOOP
-            fast_done := false;
-            IF use_fast THEN
-                EXECUTE q.bound INTO range USING last_key, least(batch_size, fast_rows);
+            IF q.fast IS NOT NULL THEN
+                EXECUTE q.bound INTO range USING last_key, batch_size;
                 EXIT WHEN range.seen = 0;
                 PERFORM @extschema@._bulk_undecryptable_seen();
-                batch_started := clock_timestamp();
-                BEGIN
-                    saved_lock_timeout := pg_catalog.current_setting('lock_timeout');
-                    saved_hashjoin := pg_catalog.current_setting('enable_hashjoin');
-                    saved_mergejoin := pg_catalog.current_setting('enable_mergejoin');
-                    PERFORM pg_catalog.set_config('lock_timeout', fast_wait, true);
-                    -- The join back by ctid must stay a nested loop of TID lookups.
-                    PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true),
-                            pg_catalog.set_config('enable_mergejoin', 'off', true);
-                    EXECUTE q.fast INTO f USING range.first_key, range.last_key;
-                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true),
-                            pg_catalog.set_config('enable_hashjoin', saved_hashjoin, true),
-                            pg_catalog.set_config('enable_mergejoin', saved_mergejoin, true);
-                    fast_done := true;
-                EXCEPTION WHEN lock_not_available THEN
-                    NULL;   -- another session holds a row of the batch: do it the careful way
-                END;
-                IF clock_timestamp() - batch_started > fast_budget THEN
-                    -- Too slow to stay clear of deadlock checks: smaller statements, or none.
-                    use_fast := fast_rows > 100;
-                    fast_rows := least(batch_size, fast_rows) / 2;
+                IF NOT prepared THEN
+                    -- Planned once per table (a plan per batch costs more than the
+                    -- batch's reads); the join back by ctid must stay a nested loop
+                    -- of TID lookups whatever the range.
+                    IF EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = statement_name) THEN
+                        EXECUTE format('DEALLOCATE %I', statement_name);
+                    END IF;
+                    EXECUTE format('PREPARE %I(text, text) AS %s', statement_name, q.fast);
                 END IF;
-            END IF;
-            IF fast_done THEN
+                saved_plan_mode := pg_catalog.current_setting('plan_cache_mode');
+                saved_hashjoin := pg_catalog.current_setting('enable_hashjoin');
+                saved_mergejoin := pg_catalog.current_setting('enable_mergejoin');
+                PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true),
+                        pg_catalog.set_config('enable_hashjoin', 'off', true),
+                        pg_catalog.set_config('enable_mergejoin', 'off', true);
+                EXECUTE format('EXECUTE %I(%L, %L)', statement_name, range.first_key, range.last_key) INTO f;
+                PERFORM pg_catalog.set_config('plan_cache_mode', saved_plan_mode, true),
+                        pg_catalog.set_config('enable_hashjoin', saved_hashjoin, true),
+                        pg_catalog.set_config('enable_mergejoin', saved_mergejoin, true);
+                prepared := true;
                 changed := changed + f.changed;
-                own_xids := own_xids || f.xid;
+                pending := pending || f.missed;
                 done := done + range.seen;
                 -- Undecryptable values were met: read the batch again to name them.
                 IF @extschema@._bulk_undecryptable_seen() > 0 THEN
@@ -337,6 +323,9 @@ BEGIN
                 mode, label, done, greatest(total, done), changed, round(rate),
                 round(greatest(total - done, 0) / greatest(rate, 1));
         END LOOP;
+        IF prepared THEN
+            EXECUTE format('DEALLOCATE %I', statement_name);
+        END IF;
         -- Retry passes for the rows concurrent writers held (and, for tables
         -- without a primary key, rows whose ctid moved under an update: the
         -- pending query finds them again). The number of passes is bounded.

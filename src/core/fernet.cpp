@@ -2,11 +2,10 @@
 
 #include "base64.hpp"
 #include "errors.hpp"
+#include "hmac_sha256.hpp"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include <atomic>
@@ -29,12 +28,6 @@ EVP_CIPHER* aes_cbc() {
     static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-128-CBC", nullptr);
     if (!cipher) crypto_failure("AES-128-CBC unavailable");
     return cipher;
-}
-
-EVP_MAC* hmac() {
-    static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-    if (!mac) crypto_failure("HMAC unavailable");
-    return mac;
 }
 
 std::uint64_t load_be64(const std::uint8_t* p) {
@@ -125,46 +118,28 @@ void check_token_time(std::uint64_t timestamp, std::int64_t ttl, std::int64_t no
 struct FernetKey::State {
     EVP_CIPHER_CTX* enc = nullptr;  // AES key schedule, encryption direction
     EVP_CIPHER_CTX* dec = nullptr;  // AES key schedule, decryption direction
-    EVP_MAC_CTX* mac = nullptr;     // HMAC with the signing key; re-init keeps the key
+    HmacSha256 mac;                 // HMAC with the signing key, pads prepared
 
+    explicit State(const std::uint8_t* signing) : mac(signing, 16) {}
     ~State() {
-        EVP_CIPHER_CTX_free(enc);  // frees wipe the key schedules and pads
+        EVP_CIPHER_CTX_free(enc);  // frees wipe the key schedules
         EVP_CIPHER_CTX_free(dec);
-        EVP_MAC_CTX_free(mac);
     }
 };
 
-FernetKey::FernetKey(const std::uint8_t* key32) : state_(std::make_unique<State>()) {
-    const std::uint8_t* signing = key32;
-    const std::uint8_t* encryption = key32 + 16;
+FernetKey::FernetKey(const std::uint8_t* key32) : state_(std::make_unique<State>(key32)) {
+    const std::uint8_t* encryption = key32 + 16;   // the signing half is key32[0..16)
     state_->enc = EVP_CIPHER_CTX_new();
     state_->dec = EVP_CIPHER_CTX_new();
-    state_->mac = EVP_MAC_CTX_new(hmac());
-    if (!state_->enc || !state_->dec || !state_->mac) crypto_failure("context allocation");
+    if (!state_->enc || !state_->dec) crypto_failure("context allocation");
     if (EVP_EncryptInit_ex2(state_->enc, aes_cbc(), encryption, nullptr, nullptr) != 1 ||
         EVP_DecryptInit_ex2(state_->dec, aes_cbc(), encryption, nullptr, nullptr) != 1)
         crypto_failure("AES key setup");
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                           OSSL_PARAM_construct_end()};
-    if (EVP_MAC_init(state_->mac, signing, 16, params) != 1) crypto_failure("HMAC key setup");
 }
 
 FernetKey::~FernetKey() = default;
 FernetKey::FernetKey(FernetKey&&) noexcept = default;
 FernetKey& FernetKey::operator=(FernetKey&&) noexcept = default;
-
-namespace {
-
-void compute_mac(EVP_MAC_CTX* ctx, const std::uint8_t* data, std::size_t n, std::uint8_t out[kMac]) {
-    std::size_t len = 0;
-    // A null key re-initialises from the prepared inner and outer pads.
-    if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 || EVP_MAC_update(ctx, data, n) != 1 ||
-        EVP_MAC_final(ctx, out, &len, kMac) != 1 || len != kMac)
-        crypto_failure("HMAC");
-}
-
-}  // namespace
 
 void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint64_t timestamp,
                         const std::uint8_t iv[16], char* out) const {
@@ -191,13 +166,13 @@ void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint6
     written += static_cast<std::size_t>(l2);
     if (written != blocks * kBlock) crypto_failure("AES length");
 
-    compute_mac(state_->mac, raw.data(), raw_len - kMac, raw.data() + raw_len - kMac);
+    state_->mac.mac(raw.data(), raw_len - kMac, raw.data() + raw_len - kMac);
     base64::encode_urlsafe(raw.data(), raw_len, out);
 }
 
 bool FernetKey::authenticates(const ParsedToken& token) const {
     std::uint8_t expected[kMac];
-    compute_mac(state_->mac, token.signed_data(), token.signed_len(), expected);
+    state_->mac.mac(token.signed_data(), token.signed_len(), expected);
     return CRYPTO_memcmp(expected, token.mac(), kMac) == 0;
 }
 
