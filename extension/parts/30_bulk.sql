@@ -81,7 +81,8 @@ BEGIN
     ELSE
         -- Airflow's read rules: a non-empty value whose flag is not true is read as
         -- plaintext. A token of the keyring with a false flag only needs its flag set.
-        work_from_state := format('({f} IS NOT TRUE AND ({s} = 0 OR (({s} > 0 OR {s} = -3) AND %s)))',
+        -- The state comes first: evaluated for every row, it counts undecryptable values.
+        work_from_state := format('(({s} = 0 OR (({s} > 0 OR {s} = -3) AND %s)) AND {f} IS NOT TRUE)',
                                   CASE WHEN flag_column IS NOT NULL THEN 'true' ELSE 'false' END);
         -- A KMS row's plaintext is encrypted here under the server key; its
         -- trigger then moves it under the row's own data key.
