@@ -166,7 +166,7 @@ BEGIN
         any_work, bad_count, bad_labels, works, states, row_key, coalesce(quote_ident(label_column), 'NULL'),
         table_name, row_key_type, '{}', ', ', '');
     rewrite := format(
-        'WITH locked AS (SELECT %1$I AS cc_k, * FROM %2$s WHERE %1$I = ANY($1::%3$s[]) FOR UPDATE {lock}),'
+        'WITH locked AS (SELECT %1$I AS cc_k, * FROM %2$s WHERE %1$I = ANY($1::%3$s[]) FOR NO KEY UPDATE {lock}),'
         '     n AS MATERIALIZED (SELECT l.*%4$s FROM (SELECT locked.*%5$s FROM locked) l),'
         '     changed AS (UPDATE %2$s AS t SET %6$s FROM n WHERE t.%1$I = n.cc_k AND (%7$s) RETURNING %8$s AS c)'
         ' SELECT (SELECT coalesce(array_agg(cc_k::text), %9$L) FROM locked), (SELECT coalesce(sum(c), 0) FROM changed)',
@@ -193,9 +193,12 @@ BEGIN
         -- another transaction); the passes judge them again. The state of a
         -- value is computed once: its repeats hit the keyring's memo of
         -- authenticated tokens. The lock also spares the protect trigger the
-        -- row lock PostgreSQL takes before a BEFORE UPDATE trigger.
+        -- row lock PostgreSQL takes before a BEFORE UPDATE trigger. NO KEY
+        -- UPDATE is the lock the UPDATE itself takes: a stronger one would
+        -- stay on the new row version (and send later runs through the
+        -- missed-row check for every row).
         fast := format('WITH c AS (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
-                       '           WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s AND (%7$s) > 0 FOR UPDATE SKIP LOCKED),'
+                       '           WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s AND (%7$s) > 0 FOR NO KEY UPDATE SKIP LOCKED),'
                        '     u AS (UPDATE %1$s AS t SET %4$s FROM (SELECT c.*%5$s FROM c) s'
                        '           WHERE t.ctid = s.cc_ctid AND (%8$s) RETURNING s.cc_k, %9$s AS c)'
                        ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
