@@ -122,7 +122,6 @@ DECLARE
     flag text;
     fast_sets text := '';
     fast_changed text := '0';
-    fast_work text := '0';
 BEGIN
     FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
         i := i + 1;
@@ -150,10 +149,6 @@ BEGIN
             fast_sets := fast_sets || format(', %I = CASE WHEN s.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
         END IF;
         fast_changed := fast_changed || format(' + s.w%s::int', i);
-        -- The work test inline, for WHERE clauses; + rather than OR, so every
-        -- value's state is computed and undecryptable ones are counted.
-        fast_work := fast_work || format(' + (%s)::int',
-                                         replace(replace(q.work_from_state, '{s}', format('(%s)', q.state)), '{f}', flag));
     END LOOP;
     scan := format(
         'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
@@ -186,27 +181,23 @@ BEGIN
         bound := format('SELECT count(*) AS seen, min(cc_k)::text AS first_key, max(cc_k)::text AS last_key FROM (SELECT %1$I AS cc_k FROM %2$s'
                         ' WHERE ($1::text IS NULL OR %1$I > $1::%3$s) ORDER BY %1$I LIMIT $2) x',
                         row_key, table_name, row_key_type);
-        -- One statement per batch: lock the rows of the key range that need
-        -- work (SKIP LOCKED: it never waits, so it cannot deadlock), rewrite
-        -- them, and list for the retry passes the rows of the range that
-        -- needed work but that others hold or changed meanwhile (xmax names
-        -- another transaction); the passes judge them again. The state of a
-        -- value is computed once: its repeats hit the keyring's memo of
-        -- authenticated tokens. The lock also spares the protect trigger the
-        -- row lock PostgreSQL takes before a BEFORE UPDATE trigger. NO KEY
-        -- UPDATE is the lock the UPDATE itself takes: a stronger one would
-        -- stay on the new row version (and send later runs through the
-        -- missed-row check for every row).
-        fast := format('WITH c AS (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
-                       '           WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s AND (%7$s) > 0 FOR NO KEY UPDATE SKIP LOCKED),'
-                       '     u AS (UPDATE %1$s AS t SET %4$s FROM (SELECT c.*%5$s FROM c) s'
-                       '           WHERE t.ctid = s.cc_ctid AND (%8$s) RETURNING s.cc_k, %9$s AS c)'
+        -- One statement per batch: read the key range and judge each value
+        -- once (c), lock the rows that need work (SKIP LOCKED: it never waits,
+        -- so it cannot deadlock), rewrite them, and list the rows that needed
+        -- work but were not rewritten (held by others, or changed since the
+        -- read: a new version no longer joins by ctid) for the retry passes,
+        -- which judge them again. Locking first also spares the protect
+        -- trigger the row lock PostgreSQL takes before a BEFORE UPDATE
+        -- trigger; NO KEY UPDATE is the UPDATE's own lock strength.
+        fast := format('WITH c AS MATERIALIZED (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
+                       '            WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1),'
+                       '     s AS (SELECT c.* FROM c JOIN %1$s AS l ON l.ctid = c.cc_ctid WHERE %7$s'
+                       '           FOR NO KEY UPDATE OF l SKIP LOCKED),'
+                       '     u AS (UPDATE %1$s AS t SET %4$s FROM s WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
                        ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
-                       '        ARRAY(SELECT %2$I::text FROM %1$s WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s'
-                       '              AND xmax <> %10$L::xid AND xmax <> pg_catalog.pg_current_xact_id()::text::xid'
-                       '              AND (%7$s) > 0 EXCEPT SELECT cc_k::text FROM u) AS missed',
-                       table_name, row_key, row_key_type, substr(fast_sets, 3), works, states, fast_work,
-                       replace(any_work, 'w', 's.w'), fast_changed, '0');
+                       '        ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u) AS missed',
+                       table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
+                       replace(any_work, 'w', 'c.w'), fast_changed, any_work);
     END IF;
 END $$;
 
