@@ -25,11 +25,11 @@ inline std::size_t decoded_bound(std::size_t n) noexcept { return n / 4 * 3 + 3;
 // Writes encoded_length(n) characters (no terminator) to out.
 void encode_urlsafe(const std::uint8_t* in, std::size_t n, char* out) noexcept;
 
-// Decodes text into out (capacity decoded_bound(text.size())). Returns the
-// decoded length, or nullopt when the text is not canonical-enough base64:
-// characters outside the alphabet, data after padding, a lone trailing
-// character, or padding in the wrong place. Whitespace around the text is
-// ignored; padding may be absent.
+// Decodes text into out (capacity decoded_bound(text.size()); bytes past the
+// decoded length may be overwritten). Returns the decoded length, or nullopt
+// when the text is not canonical-enough base64: characters outside the
+// alphabet, data after padding, a lone trailing character, or padding in the
+// wrong place. Whitespace around the text is ignored; padding may be absent.
 std::optional<std::size_t> decode(std::string_view text, Alphabet alphabet,
                                   std::uint8_t* out) noexcept;
 
