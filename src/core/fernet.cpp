@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <ctime>
+#include <new>
 
 #include <pthread.h>
 
@@ -66,35 +67,67 @@ std::size_t plaintext_bound(std::size_t token_len) noexcept {
     return raw > kHeader + kMac ? raw - kHeader - kMac : 0;
 }
 
+std::uint8_t* TokenBytes::reset(std::size_t n) {
+    heap_.reset();
+    if (n > kInline) heap_.reset(new std::uint8_t[n]);
+    size_ = n;
+    return data();
+}
+
+void TokenBytes::assign(const std::uint8_t* p, std::size_t n) {
+    std::memcpy(reset(n), p, n);
+}
+
+void TokenBytes::take(TokenBytes& o) noexcept {
+    heap_ = std::move(o.heap_);
+    size_ = o.size_;
+    if (!heap_) std::memcpy(inline_, o.inline_, size_);
+    o.size_ = 0;
+}
+
+namespace {
+
+// Decodes and checks a token into t; the reason when it is malformed.
+// Throws std::bad_alloc only for tokens too long for the inline buffer.
+const char* parse_into(std::string_view token, ParsedToken& t) {
+    std::string_view body = base64::trim(token);
+    std::uint8_t* raw = t.raw.reset(base64::decoded_bound(body.size()));
+    auto n = base64::decode(body, base64::Alphabet::UrlSafe, raw);
+    if (!n) return "not url-safe base64";
+    t.raw.truncate(*n);
+    if (const char* reason = structure_problem(raw, *n)) return reason;
+    t.timestamp = load_be64(raw + 1);
+    return nullptr;
+}
+
+}  // namespace
+
 std::optional<ParsedToken> try_parse_token(std::string_view token, const char** why) noexcept {
+    // One object returned on every path, so it is built in place (no copy).
+    std::optional<ParsedToken> t(std::in_place);
     const char* reason = nullptr;
     try {
-        ParsedToken t;
-        std::string_view body = base64::trim(token);
-        t.raw.resize(base64::decoded_bound(body.size()));
-        auto n = base64::decode(body, base64::Alphabet::UrlSafe, t.raw.data());
-        if (!n) {
-            reason = "not url-safe base64";
-        } else {
-            t.raw.resize(*n);
-            reason = structure_problem(t.raw.data(), t.raw.size());
-            if (!reason) {
-                t.timestamp = load_be64(t.raw.data() + 1);
-                return t;
-            }
-        }
+        reason = parse_into(token, *t);
     } catch (...) {
         reason = "out of memory";
     }
-    if (why) *why = reason;
-    return std::nullopt;
+    if (reason) {
+        t.reset();
+        if (why) *why = reason;
+    }
+    return t;
 }
 
 ParsedToken parse_token(std::string_view token) {
+    ParsedToken t;
     const char* why = nullptr;
-    auto t = try_parse_token(token, &why);
-    if (!t) throw Error(ErrorKind::MalformedToken, std::string("malformed token: ") + why);
-    return std::move(*t);
+    try {
+        why = parse_into(token, t);
+    } catch (const std::bad_alloc&) {
+        why = "out of memory";
+    }
+    if (why) throw Error(ErrorKind::MalformedToken, std::string("malformed token: ") + why);
+    return t;
 }
 
 bool cannot_be_token(std::string_view token) noexcept {
@@ -145,17 +178,21 @@ void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint6
                         const std::uint8_t iv[16], char* out) const {
     std::size_t blocks = n / kBlock + 1;
     std::size_t raw_len = kHeader + blocks * kBlock + kMac;
-    SecureBytes raw(raw_len);
+    // raw only ever holds the public token bytes (header, ciphertext, MAC):
+    // a stack buffer for typical sizes, no wipe needed.
+    std::uint8_t small[TokenBytes::kInline];
+    std::unique_ptr<std::uint8_t[]> large(raw_len > sizeof small ? new std::uint8_t[raw_len] : nullptr);
+    std::uint8_t* raw = large ? large.get() : small;
     raw[0] = kVersion;
-    store_be64(timestamp, raw.data() + 1);
-    std::memcpy(raw.data() + 9, iv, 16);
+    store_be64(timestamp, raw + 1);
+    std::memcpy(raw + 9, iv, 16);
 
     EVP_CIPHER_CTX* ctx = state_->enc;
     int l1 = 0, l2 = 0;
     if (EVP_EncryptInit_ex2(ctx, nullptr, nullptr, iv, nullptr) != 1) crypto_failure("AES init");
     // EVP_EncryptUpdate takes an int length: feed huge inputs in chunks.
     std::size_t done = 0, written = 0;
-    std::uint8_t* ct = raw.data() + kHeader;
+    std::uint8_t* ct = raw + kHeader;
     while (done < n) {
         int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
         if (EVP_EncryptUpdate(ctx, ct + written, &l1, plaintext + done, chunk) != 1) crypto_failure("AES encrypt");
@@ -166,8 +203,8 @@ void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint6
     written += static_cast<std::size_t>(l2);
     if (written != blocks * kBlock) crypto_failure("AES length");
 
-    state_->mac.mac(raw.data(), raw_len - kMac, raw.data() + raw_len - kMac);
-    base64::encode_urlsafe(raw.data(), raw_len, out);
+    state_->mac.mac(raw, raw_len - kMac, raw + raw_len - kMac);
+    base64::encode_urlsafe(raw, raw_len, out);
 }
 
 bool FernetKey::authenticates(const ParsedToken& token) const {

@@ -35,11 +35,54 @@ std::size_t token_length(std::size_t plaintext_len) noexcept;
 // Upper bound of the plaintext length of a token of n characters.
 std::size_t plaintext_bound(std::size_t token_len) noexcept;
 
+// The decoded bytes of a token. They are all public (version, timestamp, IV,
+// ciphertext, MAC), so they are never wiped; tokens up to kInline bytes (about
+// 1.3 KB of base64, far above typical secrets) stay off the heap.
+class TokenBytes {
+public:
+    static constexpr std::size_t kInline = 1024;
+
+    TokenBytes() noexcept {}  // user-provided: the inline buffer is never zeroed
+    TokenBytes(const TokenBytes& o) { assign(o.data(), o.size_); }
+    TokenBytes(TokenBytes&& o) noexcept { take(o); }
+    TokenBytes& operator=(const TokenBytes& o) {
+        if (this != &o) assign(o.data(), o.size_);
+        return *this;
+    }
+    TokenBytes& operator=(TokenBytes&& o) noexcept {
+        if (this != &o) take(o);
+        return *this;
+    }
+
+    // Room for n bytes (previous contents are dropped); size() becomes n.
+    // Throws std::bad_alloc only above kInline.
+    std::uint8_t* reset(std::size_t n);
+    // Shrinks to the first n bytes (n <= size()).
+    void truncate(std::size_t n) noexcept { size_ = n; }
+
+    std::uint8_t* data() noexcept { return heap_ ? heap_.get() : inline_; }
+    const std::uint8_t* data() const noexcept { return heap_ ? heap_.get() : inline_; }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    std::uint8_t& operator[](std::size_t i) noexcept { return data()[i]; }
+    std::uint8_t operator[](std::size_t i) const noexcept { return data()[i]; }
+
+private:
+    void assign(const std::uint8_t* p, std::size_t n);
+    void take(TokenBytes& o) noexcept;
+
+    std::unique_ptr<std::uint8_t[]> heap_;  // only for tokens above kInline bytes
+    std::size_t size_ = 0;
+    std::uint8_t inline_[kInline];
+};
+
 // A token decoded and checked for structure only (not yet authenticated).
 // Every field is validated before it is sliced: length, version, block multiple.
 struct ParsedToken {
-    SecureBytes raw;  // the decoded bytes
+    TokenBytes raw;  // the decoded bytes
     std::uint64_t timestamp = 0;
+
+    ParsedToken() noexcept {}  // user-provided: value-initialisation would zero raw
 
     const std::uint8_t* iv() const { return raw.data() + 9; }
     const std::uint8_t* ciphertext() const { return raw.data() + token_layout::kHeader; }
