@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <ctime>
@@ -148,26 +149,98 @@ void check_token_time(std::uint64_t timestamp, std::int64_t ttl, std::int64_t no
         throw Error(ErrorKind::FutureTimestamp, "token timestamp is too far in the future");
 }
 
+namespace {
+
+// An AES-128-CBC context set up once and never re-initialised per token: an
+// EVP re-init just to change the IV costs more than the AES work of a token
+// (OpenSSL 3.0 looks the IV length up through OSSL_PARAMs on every init).
+// With padding off, successive EVP updates form one CBC chain whose value
+// before each call is the last ciphertext block of the previous one; that
+// value is kept here, and XORing (chain ^ IV) into the first block makes
+// the call exactly CBC with the token's IV. Padding is done here (encrypt:
+// PKCS7; decrypt: a constant-time PKCS7 check after the MAC check).
+struct CbcChain {
+    EVP_CIPHER_CTX* ctx = nullptr;
+    std::uint8_t last[16] = {};  // the context's chaining value (a ciphertext block: public)
+    bool synced = false;         // false after a failed update: restart before the next use
+    bool encrypting = false;
+
+    CbcChain() = default;
+    CbcChain(const CbcChain&) = delete;
+    CbcChain& operator=(const CbcChain&) = delete;
+    ~CbcChain() { EVP_CIPHER_CTX_free(ctx); }  // frees wipe the key schedule
+
+    void setup(const std::uint8_t* key, bool enc) {
+        ctx = EVP_CIPHER_CTX_new();
+        if (!ctx) crypto_failure("context allocation");
+        encrypting = enc;
+        if (!start(key)) crypto_failure("AES key setup");
+    }
+
+    // (Re)starts the chain at zero; with key == nullptr the key schedule stays.
+    bool start(const std::uint8_t* key) {
+        static const std::uint8_t zero[16] = {};
+        const EVP_CIPHER* cipher = key ? aes_cbc() : nullptr;
+        int ok = encrypting ? EVP_EncryptInit_ex2(ctx, cipher, key, zero, nullptr)
+                            : EVP_DecryptInit_ex2(ctx, cipher, key, zero, nullptr);
+        synced = ok == 1 && EVP_CIPHER_CTX_set_padding(ctx, 0) == 1;
+        std::memset(last, 0, sizeof last);
+        return synced;
+    }
+
+    // CBC under iv of n bytes (a non-zero multiple of 16). Encrypting works in
+    // place (in == out: the first block is adjusted before the cipher runs).
+    // Never throws (callers wipe on failure); false when OpenSSL fails, and
+    // the chain then restarts on the next call.
+    bool run(const std::uint8_t* iv, const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+        if (!synced && !start(nullptr)) return false;
+        if (encrypting)
+            for (int i = 0; i < 16; ++i) out[i] ^= static_cast<std::uint8_t>(last[i] ^ iv[i]);
+        synced = false;
+        // EVP updates take an int length: feed huge inputs in chunks (multiples of 16).
+        for (std::size_t done = 0; done < n;) {
+            int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
+            int l = 0;
+            int ok = encrypting ? EVP_EncryptUpdate(ctx, out + done, &l, in + done, chunk)
+                                : EVP_DecryptUpdate(ctx, out + done, &l, in + done, chunk);
+            if (ok != 1 || l != chunk) return false;
+            done += static_cast<std::size_t>(chunk);
+        }
+        if (!encrypting)
+            for (int i = 0; i < 16; ++i) out[i] ^= static_cast<std::uint8_t>(last[i] ^ iv[i]);
+        std::memcpy(last, (encrypting ? out : in) + n - 16, 16);
+        synced = true;
+        return true;
+    }
+};
+
+// Length of the PKCS7 padding ending a decrypted buffer of n >= 16 bytes, or
+// 0 when it is malformed. Constant time in the padding's value.
+std::size_t pkcs7_padding(const std::uint8_t* buf, std::size_t n) {
+    const std::uint8_t* tail = buf + n - 16;
+    const std::uint32_t pad = tail[15];
+    std::uint32_t bad = (pad - 1u) >> 4;  // non-zero unless 1 <= pad <= 16
+    for (std::uint32_t i = 0; i < 16; ++i) {
+        std::uint32_t in_pad = 0u - (((15u - i) - pad) >> 31);  // all ones when i >= 16 - pad
+        bad |= (tail[i] ^ pad) & in_pad;
+    }
+    return bad == 0 ? pad : 0;
+}
+
+}  // namespace
+
 struct FernetKey::State {
-    EVP_CIPHER_CTX* enc = nullptr;  // AES key schedule, encryption direction
-    EVP_CIPHER_CTX* dec = nullptr;  // AES key schedule, decryption direction
-    HmacSha256 mac;                 // HMAC with the signing key, pads prepared
+    CbcChain enc;    // AES key schedule, encryption direction
+    CbcChain dec;    // AES key schedule, decryption direction
+    HmacSha256 mac;  // HMAC with the signing key, pads prepared
 
     explicit State(const std::uint8_t* signing) : mac(signing, 16) {}
-    ~State() {
-        EVP_CIPHER_CTX_free(enc);  // frees wipe the key schedules
-        EVP_CIPHER_CTX_free(dec);
-    }
 };
 
 FernetKey::FernetKey(const std::uint8_t* key32) : state_(std::make_unique<State>(key32)) {
     const std::uint8_t* encryption = key32 + 16;   // the signing half is key32[0..16)
-    state_->enc = EVP_CIPHER_CTX_new();
-    state_->dec = EVP_CIPHER_CTX_new();
-    if (!state_->enc || !state_->dec) crypto_failure("context allocation");
-    if (EVP_EncryptInit_ex2(state_->enc, aes_cbc(), encryption, nullptr, nullptr) != 1 ||
-        EVP_DecryptInit_ex2(state_->dec, aes_cbc(), encryption, nullptr, nullptr) != 1)
-        crypto_failure("AES key setup");
+    state_->enc.setup(encryption, true);
+    state_->dec.setup(encryption, false);
 }
 
 FernetKey::~FernetKey() = default;
@@ -176,10 +249,12 @@ FernetKey& FernetKey::operator=(FernetKey&&) noexcept = default;
 
 void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint64_t timestamp,
                         const std::uint8_t iv[16], char* out) const {
-    std::size_t blocks = n / kBlock + 1;
-    std::size_t raw_len = kHeader + blocks * kBlock + kMac;
-    // raw only ever holds the public token bytes (header, ciphertext, MAC):
-    // a stack buffer for typical sizes, no wipe needed.
+    const std::size_t blocks = n / kBlock + 1;
+    const std::size_t ct_len = blocks * kBlock;
+    const std::size_t raw_len = kHeader + ct_len + kMac;
+    // raw ends up holding only public token bytes (header, ciphertext, MAC):
+    // a stack buffer for typical sizes. The plaintext is padded in place and
+    // encrypted over itself, so it is wiped only if the cipher fails.
     std::uint8_t small[TokenBytes::kInline];
     std::unique_ptr<std::uint8_t[]> large(raw_len > sizeof small ? new std::uint8_t[raw_len] : nullptr);
     std::uint8_t* raw = large ? large.get() : small;
@@ -187,21 +262,14 @@ void FernetKey::encrypt(const std::uint8_t* plaintext, std::size_t n, std::uint6
     store_be64(timestamp, raw + 1);
     std::memcpy(raw + 9, iv, 16);
 
-    EVP_CIPHER_CTX* ctx = state_->enc;
-    int l1 = 0, l2 = 0;
-    if (EVP_EncryptInit_ex2(ctx, nullptr, nullptr, iv, nullptr) != 1) crypto_failure("AES init");
-    // EVP_EncryptUpdate takes an int length: feed huge inputs in chunks.
-    std::size_t done = 0, written = 0;
     std::uint8_t* ct = raw + kHeader;
-    while (done < n) {
-        int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
-        if (EVP_EncryptUpdate(ctx, ct + written, &l1, plaintext + done, chunk) != 1) crypto_failure("AES encrypt");
-        done += static_cast<std::size_t>(chunk);
-        written += static_cast<std::size_t>(l1);
+    if (n) std::memcpy(ct, plaintext, n);
+    const std::uint8_t pad = static_cast<std::uint8_t>(ct_len - n);  // PKCS7: 1..16
+    std::memset(ct + n, pad, pad);
+    if (!state_->enc.run(iv, ct, ct, ct_len)) {
+        OPENSSL_cleanse(ct, ct_len);
+        crypto_failure("AES encrypt");
     }
-    if (EVP_EncryptFinal_ex(ctx, ct + written, &l2) != 1) crypto_failure("AES final");
-    written += static_cast<std::size_t>(l2);
-    if (written != blocks * kBlock) crypto_failure("AES length");
 
     state_->mac.mac(raw, raw_len - kMac, raw + raw_len - kMac);
     base64::encode_urlsafe(raw, raw_len, out);
@@ -214,25 +282,18 @@ bool FernetKey::authenticates(const ParsedToken& token) const {
 }
 
 std::size_t FernetKey::decrypt_authenticated(const ParsedToken& token, std::uint8_t* out) const {
-    EVP_CIPHER_CTX* ctx = state_->dec;
     const std::size_t n = token.ciphertext_len();
-    // Check the pad byte (1..16) before handing the buffer to the cipher.
-    if (EVP_DecryptInit_ex2(ctx, nullptr, nullptr, token.iv(), nullptr) != 1) crypto_failure("AES init");
-    std::size_t done = 0, written = 0;
-    int l = 0;
-    while (done < n) {
-        int chunk = static_cast<int>(std::min<std::size_t>(n - done, 1u << 30));
-        if (EVP_DecryptUpdate(ctx, out + written, &l, token.ciphertext() + done, chunk) != 1)
-            crypto_failure("AES decrypt");
-        done += static_cast<std::size_t>(chunk);
-        written += static_cast<std::size_t>(l);
+    if (!state_->dec.run(token.iv(), token.ciphertext(), out, n)) {
+        OPENSSL_cleanse(out, n);
+        crypto_failure("AES decrypt");
     }
-    if (EVP_DecryptFinal_ex(ctx, out + written, &l) != 1) {
-        OPENSSL_cleanse(out, written);
+    std::size_t pad = pkcs7_padding(out, n);
+    if (pad == 0) {
+        OPENSSL_cleanse(out, n);
         // Authenticated but badly padded: forged by a key holder, or the wrong cipher key.
         throw Error(ErrorKind::InvalidToken, "invalid token: bad padding after authentication");
     }
-    return written + static_cast<std::size_t>(l);
+    return n - pad;
 }
 
 void random_bytes(std::uint8_t* buf, std::size_t n) {
