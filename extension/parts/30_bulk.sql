@@ -191,9 +191,10 @@ BEGIN
         -- trigger; NO KEY UPDATE is the UPDATE's own lock strength.
         fast := format('WITH c AS MATERIALIZED (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
                        '            WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1),'
-                       '     s AS (SELECT c.* FROM c JOIN %1$s AS l ON l.ctid = c.cc_ctid WHERE %7$s'
-                       '           FOR NO KEY UPDATE OF l SKIP LOCKED),'
-                       '     u AS (UPDATE %1$s AS t SET %4$s FROM s WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
+                       '     u AS (UPDATE %1$s AS t SET %4$s'
+                       '           FROM (SELECT c.* FROM c JOIN %1$s AS l ON l.ctid = c.cc_ctid WHERE %7$s'
+                       '                 FOR NO KEY UPDATE OF l SKIP LOCKED) s'
+                       '           WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
                        ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
                        '        ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u) AS missed',
                        table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
