@@ -196,9 +196,11 @@ BEGIN
                        '                 FOR NO KEY UPDATE OF l SKIP LOCKED) s'
                        '           WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
                        ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
-                       '        ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u) AS missed',
+                       '        CASE WHEN (SELECT count(*) FROM u) < (SELECT count(*) FROM c WHERE %9$s)'
+                       '             THEN ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u)'
+                       '             ELSE %10$L END AS missed',
                        table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
-                       replace(any_work, 'w', 'c.w'), fast_changed, any_work);
+                       replace(any_work, 'w', 'c.w'), fast_changed, any_work, '{}');
     END IF;
 END $$;
 
