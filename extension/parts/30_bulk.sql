@@ -122,6 +122,8 @@ DECLARE
     flag text;
     fast_sets text := '';
     fast_changed text := '0';
+    judged text;
+    piece text;
 BEGIN
     FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
         i := i + 1;
@@ -135,20 +137,24 @@ BEGIN
         bad_count := bad_count || format(' + (s%s = -1)::int', i);
         bad_labels := format('nullif(concat_ws(%L, %s, CASE WHEN s%s = -1 THEN coalesce(cc_lbl, cc_k::text) || %L END), %L)',
                              ', ', bad_labels, i, format(' (%s)', c.column_name), '');
-        sets := sets || format(', %I = CASE WHEN n.w%s THEN %s ELSE t.%I END', c.column_name, i,
-                               replace(replace(q.new_value, '{v}', format('n.%I', c.column_name)), '{s}', 'n.s' || i),
-                               c.column_name);
-        IF c.flag_column IS NOT NULL THEN
-            sets := sets || format(', %I = CASE WHEN n.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
-        END IF;
-        changed := changed || format(' + n.w%s::int', i);
-        fast_sets := fast_sets || format(', %I = CASE WHEN s.w%s THEN %s ELSE t.%I END', c.column_name, i,
-                                         replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)), '{s}', 's.s' || i),
-                                         c.column_name);
-        IF c.flag_column IS NOT NULL THEN
-            fast_sets := fast_sets || format(', %I = CASE WHEN s.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
-        END IF;
-        fast_changed := fast_changed || format(' + s.w%s::int', i);
+        -- SET list and changed-values count, once for the rewrite (judged row n)
+        -- and once for the fast statement (judged row s); t is the updated row.
+        FOREACH judged IN ARRAY ARRAY['n', 's'] LOOP
+            piece := format(', %I = CASE WHEN %s.w%s THEN %s ELSE t.%I END', c.column_name, judged, i,
+                            replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)), '{s}', judged || '.s' || i),
+                            c.column_name);
+            IF c.flag_column IS NOT NULL THEN
+                piece := piece || format(', %I = CASE WHEN %s.w%s THEN true ELSE t.%I END',
+                                         c.flag_column, judged, i, c.flag_column);
+            END IF;
+            IF judged = 'n' THEN
+                sets := sets || piece;
+                changed := changed || format(' + n.w%s::int', i);
+            ELSE
+                fast_sets := fast_sets || piece;
+                fast_changed := fast_changed || format(' + s.w%s::int', i);
+            END IF;
+        END LOOP;
     END LOOP;
     scan := format(
         'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
