@@ -60,6 +60,17 @@ std::vector<std::string> make_tokens(const Keyring& ring) {
     return toks;
 }
 
+// Decrypts the pool's tokens in turn for as long as the benchmark runs.
+void decrypt_pool(benchmark::State& state, const Keyring& ring, const std::vector<std::string>& toks,
+                  std::vector<std::uint8_t>& out) {
+    std::size_t i = 0;
+    for (auto _ : state) {
+        Decrypted d = ring.decrypt(toks[i++ % kPool], out.data());
+        benchmark::DoNotOptimize(d);
+        benchmark::ClobberMemory();
+    }
+}
+
 // --- through the core ------------------------------------------------------
 
 void BM_Keyring_Encrypt(benchmark::State& state) {
@@ -89,12 +100,7 @@ void BM_Keyring_Decrypt(benchmark::State& state) {
     const Keyring ring = Keyring::parse(kKey);
     const std::vector<std::string> toks = make_tokens(ring);
     std::vector<std::uint8_t> out(plaintext_bound(toks[0].size()));
-    std::size_t i = 0;
-    for (auto _ : state) {
-        Decrypted d = ring.decrypt(toks[i++ % kPool], out.data());
-        benchmark::DoNotOptimize(d);
-        benchmark::ClobberMemory();
-    }
+    decrypt_pool(state, ring, toks, out);
     require(std::memcmp(out.data(), kPassword, sizeof kPassword) == 0, "decrypt gave other bytes");
 }
 BENCHMARK(BM_Keyring_Decrypt);
@@ -112,12 +118,7 @@ void BM_Keyring_DecryptKeyPosition(benchmark::State& state) {
     const Keyring ring = Keyring::parse(text);
     const std::vector<std::string> toks = make_tokens(Keyring::parse(keys[position - 1]));
     std::vector<std::uint8_t> out(plaintext_bound(toks[0].size()));
-    std::size_t i = 0;
-    for (auto _ : state) {
-        Decrypted d = ring.decrypt(toks[i++ % kPool], out.data());
-        benchmark::DoNotOptimize(d);
-        benchmark::ClobberMemory();
-    }
+    decrypt_pool(state, ring, toks, out);
     require(ring.key_index(toks[0]) == position - 1, "wrong key position");
 }
 BENCHMARK(BM_Keyring_DecryptKeyPosition)->Arg(1)->Arg(2)->Arg(10);

@@ -245,9 +245,12 @@ DECLARE
     sweeps integer;
     first_xid xid;
     own_xids xid[] := '{}';
-    saved_hashjoin text;
-    saved_mergejoin text;
-    saved_plan_mode text;
+    bad bigint;
+    -- The session's planner settings, put back after each fast statement
+    -- (COMMIT would reset them only at the end of the batch's transaction).
+    saved_hashjoin text := pg_catalog.current_setting('enable_hashjoin');
+    saved_mergejoin text := pg_catalog.current_setting('enable_mergejoin');
+    saved_plan_mode text := pg_catalog.current_setting('plan_cache_mode');
     statement_name text;
     prepared boolean;
 BEGIN
@@ -288,9 +291,6 @@ BEGIN
                     END IF;
                     EXECUTE format('PREPARE %I(text, text) AS %s', statement_name, q.fast);
                 END IF;
-                saved_plan_mode := pg_catalog.current_setting('plan_cache_mode');
-                saved_hashjoin := pg_catalog.current_setting('enable_hashjoin');
-                saved_mergejoin := pg_catalog.current_setting('enable_mergejoin');
                 PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true),
                         pg_catalog.set_config('enable_hashjoin', 'off', true),
                         pg_catalog.set_config('enable_mergejoin', 'off', true);
@@ -302,14 +302,11 @@ BEGIN
                 changed := changed + f.changed;
                 pending := pending || f.missed;
                 done := done + range.seen;
+                bad := 0;
                 -- Undecryptable values were met: read the batch again to name them.
                 IF @extschema@._bulk_undecryptable_seen() > 0 THEN
                     EXECUTE q.scan INTO batch USING last_key, batch_size;
-                    IF batch.bad > 0 THEN
-                        total_undecryptable := total_undecryptable + batch.bad;
-                        RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
-                            mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
-                    END IF;
+                    bad := batch.bad;
                 END IF;
                 last_key := range.last_key;
             ELSE
@@ -317,16 +314,17 @@ BEGIN
                 EXIT WHEN batch.seen = 0;
                 last_key := batch.last_key;
                 done := done + batch.seen;
-                IF batch.bad > 0 THEN
-                    total_undecryptable := total_undecryptable + batch.bad;
-                    RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
-                        mode, batch.bad, t.table_name, left(batch.bad_labels, 2000);
-                END IF;
+                bad := batch.bad;
                 IF cardinality(batch.todo) > 0 THEN
                     EXECUTE replace(q.rewrite, '{lock}', 'SKIP LOCKED') INTO locked, n USING batch.todo;
                     changed := changed + n;
                     pending := pending || ARRAY(SELECT unnest(batch.todo) EXCEPT SELECT unnest(locked));
                 END IF;
+            END IF;
+            IF bad > 0 THEN
+                total_undecryptable := total_undecryptable + bad;
+                RAISE WARNING 'conn_crypto %: % value(s) of % are tokens that no key of the keyring decrypts, left untouched: %',
+                    mode, bad, t.table_name, left(batch.bad_labels, 2000);
             END IF;
             own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
             COMMIT;

@@ -124,19 +124,24 @@ Decrypted Keyring::decrypt(std::string_view token, std::uint8_t* out, std::optio
     return d;
 }
 
+// authenticating_key for a token the memo did not know; remembers the answer.
+std::optional<std::size_t> Keyring::authenticate(std::string_view token, const ParsedToken& parsed) const {
+    auto index = authenticating_key(parsed);
+    if (index) memo_.remember(token, *index);
+    return index;
+}
+
 std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
     if (auto known = memo_.find(token)) return known;
     if (cannot_be_token(token)) return std::nullopt;
     auto parsed = try_parse_token(token);
     if (!parsed) return std::nullopt;
-    auto index = authenticating_key(*parsed);
-    if (index) memo_.remember(token, *index);
-    return index;
+    return authenticate(token, *parsed);
 }
 
 std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
     ParsedToken parsed = parse_token(token);
-    if (!key_index(token))
+    if (!memo_.find(token) && !authenticate(token, parsed))
         throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
     return parsed.timestamp;
 }

@@ -74,6 +74,7 @@ private:
                                bool* first_authenticating = nullptr) const;
     std::size_t decrypt_known(std::string_view token, const ParsedToken& parsed, std::uint8_t* out,
                               std::size_t* key_index) const;
+    std::optional<std::size_t> authenticate(std::string_view token, const ParsedToken& parsed) const;
 
     std::vector<FernetKey> keys_;
     mutable TokenMemo memo_;   // tokens recently authenticated or produced, with their key
