@@ -87,6 +87,31 @@ SELECT pg_temp.err('CALL conn_crypto.rotate(0)') AS zero_batch;
 SELECT pg_temp.err('CALL conn_crypto.rotate(NULL)') AS null_batch;
 SET conn_crypto.fernet_key = '';
 SELECT pg_temp.err('CALL conn_crypto.rotate()') AS no_key;
+-- The batches' row claim checks what it is given: tids that name no tuple,
+-- relations that are not heap tables, NULLs and rows needing no work.
+CREATE TABLE claim_t (id integer);
+INSERT INTO claim_t VALUES (1), (2);
+UPDATE claim_t SET id = 3 WHERE id = 2;   -- (0,2) is now an old version, (0,3) the live one
+SELECT conn_crypto._bulk_claims();
+BEGIN;
+SELECT conn_crypto._bulk_claim('claim_t'::regclass, '(0,1)', 2) AS live_row,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,1)', 1) AS again_ours,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,2)', 1) AS old_version,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,3)', 0) AS no_work,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,0)', 1) AS offset_zero,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,9999)', 1) AS past_page_end,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(999999,1)', 1) AS past_table_end,
+       conn_crypto._bulk_claim(NULL, '(0,1)', 1) AS null_table,
+       conn_crypto._bulk_claim('claim_t'::regclass, NULL, 1) AS null_tid,
+       conn_crypto._bulk_claim('claim_t'::regclass, '(0,1)', NULL) AS null_work;
+SELECT * FROM conn_crypto._bulk_claims();
+-- The claimed row carries this transaction's row lock; the other does not.
+SELECT id, xmax = pg_current_xact_id()::xid AS locked_by_us FROM claim_t ORDER BY id;
+ROLLBACK;
+SELECT pg_temp.err($$SELECT conn_crypto._bulk_claim('connection_pkey'::regclass, '(0,1)', 1)$$) AS index_claim;
+SELECT pg_temp.err($$SELECT conn_crypto._bulk_claim('conn_crypto.status'::regclass, '(0,1)', 1)$$) AS view_claim;
+SELECT pg_temp.err($$SELECT conn_crypto._bulk_claim(0, '(0,1)', 1)$$) AS no_table_claim;
+DROP TABLE claim_t;
 SET conn_crypto.fernet_key = :ring21;
 CREATE ROLE cc_bulk_user;
 GRANT USAGE ON SCHEMA conn_crypto TO cc_bulk_user;
@@ -95,6 +120,7 @@ SELECT pg_temp.err('CALL conn_crypto.rotate()') AS user_rotate;
 SELECT pg_temp.err('CALL conn_crypto.encrypt_plaintext()') AS user_encrypt_plaintext;
 SELECT pg_temp.err('SELECT * FROM conn_crypto.status') AS user_status;
 SELECT pg_temp.err('SELECT * FROM conn_crypto.verify()') AS user_verify;
+SELECT pg_temp.err($$SELECT conn_crypto._bulk_claim('connection'::regclass, '(0,1)', 1)$$) AS user_claim;
 RESET ROLE;
 -- A reader with a hostile search_path: objects named like built-ins earlier in the path change nothing.
 GRANT conn_crypto_reader TO cc_bulk_user;
@@ -109,11 +135,16 @@ SET ROLE cc_bulk_user;
 SET search_path = evil, public, pg_catalog;
 SELECT table_name, column_name, total, primary_key, undecryptable FROM conn_crypto.status ORDER BY table_name::text, column_name;
 SELECT count(*) AS verify_rows FROM conn_crypto.verify();
+-- A reader may run the bulk procedures on tables it may update, and only those.
+SELECT pg_temp.err('CALL conn_crypto.encrypt_plaintext()') AS reader_without_update;
+SELECT pg_temp.err($$SELECT conn_crypto._bulk_claim('public.connection'::regclass, '(0,1)', 1)$$) AS reader_claim_without_update;
+RESET ROLE;
+GRANT SELECT, UPDATE ON public.connection, public.variable, public.trigger, public.app_secrets TO cc_bulk_user;
+SET ROLE cc_bulk_user;
+CALL conn_crypto.encrypt_plaintext();
 RESET ROLE;
 RESET search_path;
-SET search_path = evil, public, pg_catalog;
-CALL conn_crypto.encrypt_plaintext();
-RESET search_path;
+REVOKE SELECT, UPDATE ON public.connection, public.variable, public.trigger, public.app_secrets FROM cc_bulk_user;
 SELECT is_encrypted, conn_crypto.fernet_decrypt(password) AS c2 FROM connection WHERE conn_id = 'c2';
 DROP SCHEMA evil CASCADE;
 REVOKE conn_crypto_reader FROM cc_bulk_user;

@@ -16,6 +16,16 @@ CREATE FUNCTION @extschema@._bulk_undecryptable_seen() RETURNS bigint
     AS 'MODULE_PATHNAME', 'cc_bulk_undecryptable_seen' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 REVOKE EXECUTE ON FUNCTION @extschema@._bulk_undecryptable_seen() FROM PUBLIC;
 
+-- A one-statement batch's row claim (src/pg/bulk_claim.c): in the WHERE of
+-- an UPDATE of the table, locks the row when some of its values need work
+-- (work > 0), skipping rows others hold; _bulk_claims() then says how many
+-- rows needed work and how many values the claimed rows hold.
+CREATE FUNCTION @extschema@._bulk_claim(table_oid oid, row_tid tid, work integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'cc_bulk_claim' LANGUAGE C VOLATILE PARALLEL UNSAFE COST 100;
+CREATE FUNCTION @extschema@._bulk_claims(OUT rows_needing_work bigint, OUT values_claimed bigint)
+    AS 'MODULE_PATHNAME', 'cc_bulk_claims' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION @extschema@._bulk_claim(oid, tid, integer), @extschema@._bulk_claims() FROM PUBLIC;
+
 -- Every value the bulk operations look after: each protected column, plus
 -- Airflow 2.9+'s trigger.kwargs (a Fernet token of JSON, no flag; a value
 -- starting with '{' is plaintext JSON) in every schema whose Airflow tables
@@ -97,15 +107,16 @@ END $$;
 --            locked row on its latest version, rewrites the columns that need it; returns the locked
 --            keys and the number of values changed
 --   pending: (tables without a primary key) the ctids that still need work
---   bound:   the last key of the next batch and its number of rows (index only)
---   fast:    (tables with a primary key) one batch in one statement: locks the rows of a key
---            range that need work (SKIP LOCKED), rewrites them; returns the number of values
---            changed and the keys that needed work but were not rewritten
+--   bound:   (with fast) the first key of the table
+--   fast:    (heap tables with a primary key) one batch in one statement: claims (locks, SKIP
+--            LOCKED) the rows of a key range that need work and rewrites them; returns the number
+--            of rows rewritten (_bulk_claims() tells how many needed work, and the values changed)
+--   missed:  (with fast) the keys of a key range that still need work
 -- Rows are judged by the state of each column (s<i>), its flag (f<i>) and the work test (w<i>).
 CREATE FUNCTION @extschema@._bulk_table_sql(mode text, table_name regclass, row_key name, row_key_type text,
                                             label_column name, schema_name text,
                                             OUT scan text, OUT rewrite text, OUT pending text,
-                                            OUT bound text, OUT fast text)
+                                            OUT bound text, OUT fast text, OUT missed text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c record;
@@ -121,9 +132,8 @@ DECLARE
     changed text := '0';
     flag text;
     fast_sets text := '';
-    fast_changed text := '0';
-    judged text;
-    piece text;
+    fast_work text := '0';
+    work text;
 BEGIN
     FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
         i := i + 1;
@@ -137,24 +147,25 @@ BEGIN
         bad_count := bad_count || format(' + (s%s = -1)::int', i);
         bad_labels := format('nullif(concat_ws(%L, %s, CASE WHEN s%s = -1 THEN coalesce(cc_lbl, cc_k::text) || %L END), %L)',
                              ', ', bad_labels, i, format(' (%s)', c.column_name), '');
-        -- SET list and changed-values count, once for the rewrite (judged row n)
-        -- and once for the fast statement (judged row s); t is the updated row.
-        FOREACH judged IN ARRAY ARRAY['n', 's'] LOOP
-            piece := format(', %I = CASE WHEN %s.w%s THEN %s ELSE t.%I END', c.column_name, judged, i,
-                            replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)), '{s}', judged || '.s' || i),
-                            c.column_name);
-            IF c.flag_column IS NOT NULL THEN
-                piece := piece || format(', %I = CASE WHEN %s.w%s THEN true ELSE t.%I END',
-                                         c.flag_column, judged, i, c.flag_column);
-            END IF;
-            IF judged = 'n' THEN
-                sets := sets || piece;
-                changed := changed || format(' + n.w%s::int', i);
-            ELSE
-                fast_sets := fast_sets || piece;
-                fast_changed := fast_changed || format(' + s.w%s::int', i);
-            END IF;
-        END LOOP;
+        -- SET list and changed-values count of the rewrite (judged row n; t is the updated row).
+        sets := sets || format(', %I = CASE WHEN n.w%s THEN %s ELSE t.%I END', c.column_name, i,
+                               replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)), '{s}', 'n.s' || i),
+                               c.column_name);
+        IF c.flag_column IS NOT NULL THEN
+            sets := sets || format(', %I = CASE WHEN n.w%s THEN true ELSE t.%I END', c.flag_column, i, c.flag_column);
+        END IF;
+        changed := changed || format(' + n.w%s::int', i);
+        -- The same for the fast statement, which judges the updated row t itself.
+        work := format('(%s)', replace(replace(q.work_from_state, '{s}', format('(%s)', q.state)), '{f}', flag));
+        fast_sets := fast_sets || format(', %I = CASE WHEN %s THEN %s ELSE t.%I END', c.column_name, work,
+                                         replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)),
+                                                 '{s}', format('(%s)', q.state)),
+                                         c.column_name);
+        IF c.flag_column IS NOT NULL THEN
+            -- (work is never NULL; OR skips it when the flag is already set)
+            fast_sets := fast_sets || format(', %I = t.%I OR %s', c.flag_column, c.flag_column, work);
+        END IF;
+        fast_work := fast_work || format(' + %s::int', work);
     END LOOP;
     scan := format(
         'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
@@ -183,30 +194,33 @@ BEGIN
                       CASE WHEN row_key = 'ctid' THEN 'ctid' ELSE quote_ident(row_key) END,
                       CASE WHEN row_key = 'ctid' THEN '$1 IS NOT NULL OR $2 IS NOT NULL OR true'
                            ELSE 'pg_catalog.age(xmin) <= $1 AND NOT (xmin = ANY(pg_catalog.array_remove($2::xid[], NULL)))' END);
-    IF row_key <> 'ctid' THEN
-        bound := format('SELECT count(*) AS seen, min(cc_k)::text AS first_key, max(cc_k)::text AS last_key FROM (SELECT %1$I AS cc_k FROM %2$s'
-                        ' WHERE ($1::text IS NULL OR %1$I > $1::%3$s) ORDER BY %1$I LIMIT $2) x',
-                        row_key, table_name, row_key_type);
-        -- One statement per batch: read the key range and judge each value
-        -- once (c), lock the rows that need work (SKIP LOCKED: it never waits,
-        -- so it cannot deadlock), rewrite them, and list the rows that needed
-        -- work but were not rewritten (held by others, or changed since the
-        -- read: a new version no longer joins by ctid) for the retry passes,
-        -- which judge them again. Locking first also spares the protect
-        -- trigger the row lock PostgreSQL takes before a BEFORE UPDATE
-        -- trigger; NO KEY UPDATE is the UPDATE's own lock strength.
-        fast := format('WITH c AS MATERIALIZED (SELECT r1.*%5$s FROM (SELECT ctid AS cc_ctid, %2$I AS cc_k%6$s FROM %1$s'
-                       '            WHERE %2$I BETWEEN $1::%3$s AND $2::%3$s) r1),'
+    -- The fast statement's row claim works on plain heap tables.
+    IF row_key <> 'ctid' AND EXISTS (SELECT 1 FROM pg_class r JOIN pg_am a ON a.oid = r.relam
+                                     WHERE r.oid = table_name AND r.relkind = 'r' AND a.amname = 'heap') THEN
+        bound := format('SELECT min(%1$I)::text FROM %2$s', row_key, table_name);
+        -- One statement per batch ($1: the batch starts after this key, or at
+        -- it when $2; $3: the batch size). r: the key range of the batch, from
+        -- the index alone. u: the UPDATE reads the range, judges each row and
+        -- claims (locks, SKIP LOCKED) the rows that need work, so it never
+        -- waits for a row lock and cannot deadlock. Locking first also spares
+        -- the protect trigger the row lock PostgreSQL takes before a BEFORE
+        -- UPDATE trigger. The SET list judges the claimed row again (the
+        -- keyring's memo answers at once for a token it just judged).
+        fast := format('WITH r AS MATERIALIZED (SELECT count(*) AS seen, min(cc_k) AS first_key, max(cc_k) AS last_key'
+                       '           FROM (SELECT %2$I AS cc_k FROM %1$s WHERE %2$I >= $1::%3$s AND (%2$I > $1::%3$s OR $2)'
+                       '                 ORDER BY %2$I LIMIT $3) x),'
                        '     u AS (UPDATE %1$s AS t SET %4$s'
-                       '           FROM (SELECT c.* FROM c JOIN %1$s AS l ON l.ctid = c.cc_ctid WHERE %7$s'
-                       '                 FOR NO KEY UPDATE OF l SKIP LOCKED) s'
-                       '           WHERE t.ctid = s.cc_ctid RETURNING s.cc_k, %8$s AS c)'
-                       ' SELECT (SELECT coalesce(sum(c), 0) FROM u)::bigint AS changed,'
-                       '        CASE WHEN (SELECT count(*) FROM u) < (SELECT count(*) FROM c WHERE %9$s)'
-                       '             THEN ARRAY(SELECT cc_k::text FROM c WHERE %9$s EXCEPT SELECT cc_k::text FROM u)'
-                       '             ELSE %10$L END AS missed',
-                       table_name, row_key, row_key_type, substr(fast_sets, 3), works, states,
-                       replace(any_work, 'w', 'c.w'), fast_changed, any_work, '{}');
+                       '           WHERE t.%2$I BETWEEN (SELECT first_key FROM r) AND (SELECT last_key FROM r)'
+                       '             AND @extschema@._bulk_claim(t.tableoid, t.ctid, %5$s) RETURNING 1)'
+                       ' SELECT seen, first_key::text, last_key::text, (SELECT count(*) FROM u) AS updated FROM r',
+                       table_name, row_key, row_key_type, substr(fast_sets, 3), fast_work);
+        -- The rows of a key range that still need work: after a batch that
+        -- left some out, for the retry passes.
+        missed := format('SELECT coalesce(array_agg(cc_k::text), %5$L) FROM'
+                         ' (SELECT r1.*%1$s FROM (SELECT r0.*%2$s FROM (SELECT %6$I AS cc_k, * FROM %3$s'
+                         '  WHERE %6$I BETWEEN $1::%7$s AND $2::%7$s) r0) r1) r2'
+                         ' WHERE %4$s',
+                         works, states, table_name, any_work, '{}', row_key, row_key_type);
     END IF;
 END $$;
 
@@ -227,7 +241,9 @@ DECLARE
     q record;
     batch record;
     range record;
-    f record;
+    missed_keys text[];
+    from_key text;
+    inclusive boolean;
     label text;
     last_key text;
     locked text[];
@@ -246,10 +262,9 @@ DECLARE
     first_xid xid;
     own_xids xid[] := '{}';
     bad bigint;
-    -- The session's planner settings, put back after each fast statement
-    -- (COMMIT would reset them only at the end of the batch's transaction).
-    saved_hashjoin text := pg_catalog.current_setting('enable_hashjoin');
-    saved_mergejoin text := pg_catalog.current_setting('enable_mergejoin');
+    claims record;
+    -- The session's plan cache mode, put back after each fast statement
+    -- (COMMIT would reset it only at the end of the batch's transaction).
     saved_plan_mode text := pg_catalog.current_setting('plan_cache_mode');
     statement_name text;
     prepared boolean;
@@ -279,28 +294,33 @@ BEGIN
         prepared := false;
         LOOP
             IF q.fast IS NOT NULL THEN
-                EXECUTE q.bound INTO range USING last_key, batch_size;
-                EXIT WHEN range.seen = 0;
-                PERFORM @extschema@._bulk_undecryptable_seen();
                 IF NOT prepared THEN
-                    -- Planned once per table (a plan per batch costs more than the
-                    -- batch's reads); the join back by ctid must stay a nested loop
-                    -- of TID lookups whatever the range.
+                    -- Planned once per table: a plan per batch costs more than
+                    -- the batch's reads.
                     IF EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = statement_name) THEN
                         EXECUTE format('DEALLOCATE %I', statement_name);
                     END IF;
-                    EXECUTE format('PREPARE %I(text, text) AS %s', statement_name, q.fast);
+                    EXECUTE format('PREPARE %I(text, boolean, integer) AS %s', statement_name, q.fast);
+                    prepared := true;
+                    EXECUTE q.bound INTO from_key;
+                    inclusive := true;
                 END IF;
-                PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true),
-                        pg_catalog.set_config('enable_hashjoin', 'off', true),
-                        pg_catalog.set_config('enable_mergejoin', 'off', true);
-                EXECUTE format('EXECUTE %I(%L, %L)', statement_name, range.first_key, range.last_key) INTO f;
-                PERFORM pg_catalog.set_config('plan_cache_mode', saved_plan_mode, true),
-                        pg_catalog.set_config('enable_hashjoin', saved_hashjoin, true),
-                        pg_catalog.set_config('enable_mergejoin', saved_mergejoin, true);
-                prepared := true;
-                changed := changed + f.changed;
-                pending := pending || f.missed;
+                PERFORM @extschema@._bulk_undecryptable_seen(), @extschema@._bulk_claims();
+                PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
+                EXECUTE format('EXECUTE %I(%L, %L, %s)', statement_name, from_key, inclusive, batch_size) INTO range;
+                PERFORM pg_catalog.set_config('plan_cache_mode', saved_plan_mode, true);
+                claims := @extschema@._bulk_claims();
+                EXIT WHEN range.seen = 0;
+                from_key := range.last_key;
+                inclusive := false;
+                changed := changed + claims.values_claimed;
+                -- Rows that needed work but were held by others (or changed
+                -- since the statement began) were left out: find the range's
+                -- rows that still need work, for the retry passes.
+                IF range.updated < claims.rows_needing_work THEN
+                    EXECUTE q.missed INTO missed_keys USING range.first_key, range.last_key;
+                    pending := pending || missed_keys;
+                END IF;
                 done := done + range.seen;
                 bad := 0;
                 -- Undecryptable values were met: read the batch again to name them.
@@ -459,3 +479,10 @@ REVOKE EXECUTE ON PROCEDURE @extschema@.rotate(integer), @extschema@.encrypt_pla
 REVOKE EXECUTE ON FUNCTION @extschema@._bulk_table_sql(text, regclass, name, text, name, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._status(), @extschema@.verify() TO conn_crypto_reader;
 GRANT SELECT ON @extschema@.status TO conn_crypto_reader;
+-- rotate and encrypt_plaintext run as the caller, who also needs SELECT and
+-- UPDATE on the tables (_bulk_claim checks UPDATE itself).
+GRANT EXECUTE ON PROCEDURE @extschema@.rotate(integer), @extschema@.encrypt_plaintext(integer),
+    @extschema@._bulk_run(text, integer) TO conn_crypto_reader;
+GRANT EXECUTE ON FUNCTION @extschema@._bulk_table_sql(text, regclass, name, text, name, text),
+    @extschema@._bulk_undecryptable_seen(), @extschema@._bulk_claim(oid, tid, integer),
+    @extschema@._bulk_claims() TO conn_crypto_reader;
