@@ -347,6 +347,10 @@ BEGIN
                     mode, bad, t.table_name, left(batch.bad_labels, 2000);
             END IF;
             own_xids := own_xids || pg_current_xact_id_if_assigned()::text::xid;
+            -- A batch's commit need not wait for its WAL to reach disk: a crash
+            -- can only undo whole batches, which the next call redoes. The
+            -- run's last commit waits for all of it (see the end).
+            PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
             COMMIT;
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             rate := done / greatest(extract(epoch FROM clock_timestamp() - started), 0.001);
@@ -399,6 +403,10 @@ BEGIN
     RAISE NOTICE 'conn_crypto %: finished: % value(s) changed, % undecryptable value(s) left untouched%',
         mode, total_changed, total_undecryptable,
         CASE WHEN total_left > 0 THEN format(', %s row(s) still to do', total_left) ELSE '' END;
+    -- Gives the last transaction an xid, so its commit is logged and waits
+    -- (with the session's synchronous_commit) for the WAL of every batch:
+    -- once CALL returns, the run's work is durable.
+    PERFORM pg_catalog.pg_current_xact_id();
 END $$;
 
 -- Re-encrypts every protected value not under the primary key, keeping each

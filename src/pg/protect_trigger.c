@@ -333,6 +333,8 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 	int			nrepl = 0;
 	RowKeys		rk;
 	bool		keys_known = false;
+	TupleTableSlot *newslot;
+	TupleTableSlot *oldslot;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
@@ -346,6 +348,9 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 	cfg = trigger_config(fcinfo, td);
 	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	oldtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_trigtuple : NULL;
+	/* The same rows as slots: their columns are deformed once, not walked per read. */
+	newslot = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newslot : td->tg_trigslot;
+	oldslot = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_trigslot : NULL;
 
 	repl_cols = palloc(sizeof(int) * (2 * cfg->ncolumns + 1));
 	repl_vals = palloc(sizeof(Datum) * (2 * cfg->ncolumns + 1));
@@ -379,7 +384,7 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 		const ProtectedColumn *c = &cfg->columns[i];
 		bool		isnull,
 					flag_null = true;
-		Datum		value = heap_getattr(newtup, c->attnum, desc, &isnull);
+		Datum		value = slot_getattr(newslot, c->attnum, &isnull);
 		Datum		flag = (Datum) 0;
 		bool		flag_true;
 		bool		want_flag;
@@ -388,18 +393,18 @@ cc_protect_trigger(PG_FUNCTION_ARGS)
 		Size		len;
 
 		if (c->flag_attnum != InvalidAttrNumber)
-			flag = heap_getattr(newtup, c->flag_attnum, desc, &flag_null);
+			flag = slot_getattr(newslot, c->flag_attnum, &flag_null);
 		flag_true = !flag_null && DatumGetBool(flag);
 
-		if (oldtup != NULL && !rk.ring_changed)
+		if (oldslot != NULL && !rk.ring_changed)
 		{
 			bool		old_null,
 						old_flag_null = true;
-			Datum		old = heap_getattr(oldtup, c->attnum, desc, &old_null);
+			Datum		old = slot_getattr(oldslot, c->attnum, &old_null);
 			Datum		old_flag = (Datum) 0;
 
 			if (c->flag_attnum != InvalidAttrNumber)
-				old_flag = heap_getattr(oldtup, c->flag_attnum, desc, &old_flag_null);
+				old_flag = slot_getattr(oldslot, c->flag_attnum, &old_flag_null);
 			if (same_datum(value, isnull, old, old_null, false, -1) &&
 				same_datum(flag, flag_null, old_flag, old_flag_null, true, 1))
 				continue;		/* untouched: no decryption, no re-encryption */
