@@ -2,7 +2,8 @@
 # Faults in the middle of CALL conn_crypto.rotate(500): the backend is
 # terminated (pg_terminate_backend), the server stops with -m immediate
 # (crash recovery), the call is cancelled by statement_timeout and by
-# pg_cancel_backend. After each fault every value must still decrypt with the
+# pg_cancel_backend; and (d) the server stops with -m immediate right after a
+# CALL returned, which must lose nothing. After each fault every value must still decrypt with the
 # keyring to what was inserted, with its original Fernet timestamp, nothing
 # lost, nothing undecryptable; a second call must finish the job and change
 # exactly the values the first one left under the old key.
@@ -223,5 +224,26 @@ pid=$(rotate_backend)
 [ "$(q -c "SELECT pg_cancel_backend($pid)")" = t ] || fail "(c'): pg_cancel_backend failed"
 expect_rotate_failed "(c')" "canceling statement due to user request"
 finish_and_check "(c')"
+
+echo "-- (d) pg_ctl stop -m immediate right after CALL returns: the run's work is durable"
+# Batches commit without waiting for their WAL; the run's last commit must wait
+# for all of it. With the WAL writer paused (SIGSTOP), nothing else writes the
+# last batches' WAL before the immediate stop unless that final commit does.
+reset_data
+walwriter=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
+[ -n "$walwriter" ] || fail "(d): no WAL writer process"
+kill -STOP "$walwriter"
+rc=0
+q -c "SET client_min_messages = warning" -c "CALL conn_crypto.rotate($BATCH)" || rc=$?
+as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -m immediate -W stop >/dev/null
+kill -CONT "$walwriter" 2>/dev/null || true   # lets it take the immediate stop's SIGQUIT
+[ $rc -eq 0 ] || fail "(d): rotate failed"
+for _ in $(seq 1 60); do [ -f "$DIR/data/postmaster.pid" ] || break; sleep 0.5; done
+as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start >/dev/null || { tail "$DIR/server.log"; fail "(d): restart failed"; }
+line=$(status_line)
+[ "$line" = "connection.extra:$ROWS/0 connection.password:$ROWS/0 variable.val:$VARS/0" ] \
+    || fail "(d): after crash recovery: $line (work of a returned CALL was lost)"
+check_intact "(d), after crash recovery"
+echo "   after crash recovery: $line"
 
 echo "bulk faults: all checks passed"
