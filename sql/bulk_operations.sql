@@ -153,3 +153,24 @@ DROP ROLE cc_bulk_user;
 RESET client_min_messages;
 DROP TABLE connection, variable, trigger, app_secrets;
 RESET conn_crypto.fernet_key;
+
+-- Primary keys of types without min()/max() (uuid) and of varchar: the batches
+-- find their key ranges all the same.
+SET client_min_messages = warning;
+SET conn_crypto.fernet_key = :ring21;
+CREATE TABLE uuid_secrets (id uuid PRIMARY KEY, secret text);
+CREATE TABLE varchar_secrets (name varchar(20) PRIMARY KEY, secret text);
+INSERT INTO uuid_secrets
+SELECT md5(i::text)::uuid, CASE WHEN i % 3 = 0 THEN 'plain-' || i ELSE conn_crypto.fernet_encrypt('u-' || i, :k1) END
+FROM generate_series(1, 25) i;
+INSERT INTO varchar_secrets SELECT 'n' || i, conn_crypto.fernet_encrypt('v-' || i, :k1) FROM generate_series(1, 25) i;
+SELECT conn_crypto.protect_column('uuid_secrets', 'secret'), conn_crypto.protect_column('varchar_secrets', 'secret');
+CALL conn_crypto.rotate(4);
+CALL conn_crypto.encrypt_plaintext(4);
+SELECT table_name, total, primary_key, older_keys, plaintext FROM conn_crypto.status ORDER BY table_name::text;
+SELECT count(*) FILTER (WHERE conn_crypto.fernet_decrypt(secret) IN ('u-' || i, 'plain-' || i)) AS uuid_ok
+FROM uuid_secrets JOIN generate_series(1, 25) i ON id = md5(i::text)::uuid;
+SELECT count(*) FILTER (WHERE conn_crypto.fernet_decrypt(secret) = 'v-' || substr(name, 2)) AS varchar_ok FROM varchar_secrets;
+DROP TABLE uuid_secrets, varchar_secrets;
+RESET conn_crypto.fernet_key;
+RESET client_min_messages;

@@ -134,6 +134,8 @@ DECLARE
     fast_sets text := '';
     fast_work text := '0';
     work text;
+    first_of text;
+    last_of text;
 BEGIN
     FOR c IN SELECT * FROM @extschema@._bulk_targets() t WHERE t.table_name = _bulk_table_sql.table_name LOOP
         i := i + 1;
@@ -167,8 +169,18 @@ BEGIN
         END IF;
         fast_work := fast_work || format(' + %s::int', work);
     END LOOP;
+    -- The first and last key of a batch: min and max where the key type has
+    -- them (uuid, for one, has not in PostgreSQL 15).
+    IF pg_catalog.to_regprocedure(format('pg_catalog.min(%s)', row_key_type)) IS NOT NULL
+       AND pg_catalog.to_regprocedure(format('pg_catalog.max(%s)', row_key_type)) IS NOT NULL THEN
+        first_of := 'min(cc_k)';
+        last_of := 'max(cc_k)';
+    ELSE
+        first_of := '(array_agg(cc_k ORDER BY cc_k))[1]';
+        last_of := '(array_agg(cc_k ORDER BY cc_k DESC))[1]';
+    END IF;
     scan := format(
-        'SELECT count(*) AS seen, max(cc_k)::text AS last_key,'
+        'SELECT count(*) AS seen, %13$s::text AS last_key,'
         '       coalesce(array_agg(cc_k::text) FILTER (WHERE cc_any), %10$L) AS todo,'
         '       coalesce(sum(cc_bad), 0) AS bad, string_agg(cc_labels, %11$L) AS bad_labels'
         ' FROM (SELECT cc_k, (%1$s) AS cc_any, %2$s AS cc_bad, nullif(%3$s, %12$L) AS cc_labels FROM'
@@ -176,7 +188,7 @@ BEGIN
         '         (SELECT r0.*%5$s FROM (SELECT %6$I AS cc_k, %7$s::text AS cc_lbl, * FROM %8$s'
         '          WHERE ($1::text IS NULL OR %6$I > $1::%9$s) ORDER BY %6$I LIMIT $2) r0) r1) r2) x',
         any_work, bad_count, bad_labels, works, states, row_key, coalesce(quote_ident(label_column), 'NULL'),
-        table_name, row_key_type, '{}', ', ', '');
+        table_name, row_key_type, '{}', ', ', '', last_of);
     rewrite := format(
         'WITH locked AS (SELECT %1$I AS cc_k, * FROM %2$s WHERE %1$I = ANY($1::%3$s[]) FOR NO KEY UPDATE {lock}),'
         '     n AS MATERIALIZED (SELECT l.*%4$s FROM (SELECT locked.*%5$s FROM locked) l),'
@@ -197,7 +209,7 @@ BEGIN
     -- The fast statement's row claim works on plain heap tables.
     IF row_key <> 'ctid' AND EXISTS (SELECT 1 FROM pg_class r JOIN pg_am a ON a.oid = r.relam
                                      WHERE r.oid = table_name AND r.relkind = 'r' AND a.amname = 'heap') THEN
-        bound := format('SELECT min(%1$I)::text FROM %2$s', row_key, table_name);
+        bound := format('SELECT %1$I::text FROM %2$s ORDER BY %1$I LIMIT 1', row_key, table_name);
         -- One statement per batch ($1: the batch starts after this key, or at
         -- it when $2; $3: the batch size). r: the key range of the batch, from
         -- the index alone. u: the UPDATE reads the range, judges each row and
@@ -206,14 +218,14 @@ BEGIN
         -- the protect trigger the row lock PostgreSQL takes before a BEFORE
         -- UPDATE trigger. The SET list judges the claimed row again (the
         -- keyring's memo answers at once for a token it just judged).
-        fast := format('WITH r AS MATERIALIZED (SELECT count(*) AS seen, min(cc_k) AS first_key, max(cc_k) AS last_key'
+        fast := format('WITH r AS MATERIALIZED (SELECT count(*) AS seen, %6$s AS first_key, %7$s AS last_key'
                        '           FROM (SELECT %2$I AS cc_k FROM %1$s WHERE %2$I >= $1::%3$s AND (%2$I > $1::%3$s OR $2)'
                        '                 ORDER BY %2$I LIMIT $3) x),'
                        '     u AS (UPDATE %1$s AS t SET %4$s'
                        '           WHERE t.%2$I BETWEEN (SELECT first_key FROM r) AND (SELECT last_key FROM r)'
                        '             AND @extschema@._bulk_claim(t.tableoid, t.ctid, %5$s) RETURNING 1)'
                        ' SELECT seen, first_key::text, last_key::text, (SELECT count(*) FROM u) AS updated FROM r',
-                       table_name, row_key, row_key_type, substr(fast_sets, 3), fast_work);
+                       table_name, row_key, row_key_type, substr(fast_sets, 3), fast_work, first_of, last_of);
         -- The rows of a key range that still need work: after a batch that
         -- left some out, for the retry passes.
         missed := format('SELECT coalesce(array_agg(cc_k::text), %5$L) FROM'
