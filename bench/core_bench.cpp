@@ -105,8 +105,9 @@ void BM_Keyring_Decrypt(benchmark::State& state) {
 }
 BENCHMARK(BM_Keyring_Decrypt);
 
-// A 10-key ring whose key at 1-based position `range(0)` made the token:
-// each key before it costs one failed HMAC.
+// A 10-key ring whose key at 1-based position `range(0)` made the tokens. The
+// keyring tries the key that authenticated the last token first, so a run of
+// tokens under one key costs one HMAC each wherever that key stands.
 void BM_Keyring_DecryptKeyPosition(benchmark::State& state) {
     const std::size_t position = static_cast<std::size_t>(state.range(0));
     std::vector<std::string> keys;
@@ -122,6 +123,27 @@ void BM_Keyring_DecryptKeyPosition(benchmark::State& state) {
     require(ring.key_index(toks[0]) == position - 1, "wrong key position");
 }
 BENCHMARK(BM_Keyring_DecryptKeyPosition)->Arg(1)->Arg(2)->Arg(10);
+
+// The worst case for that order: tokens alternate between the keys at
+// positions 1 and 10, so every token first fails the other one's HMAC (and a
+// position-10 token after a position-1 token tries the nine keys before it).
+void BM_Keyring_DecryptAlternatingKeys(benchmark::State& state) {
+    std::vector<std::string> keys;
+    std::string text;
+    for (int i = 0; i < 10; ++i) {
+        keys.push_back(Keyring::generate_key());
+        text += (i ? "," : "") + keys.back();
+    }
+    const Keyring ring = Keyring::parse(text);
+    const std::vector<std::string> first = make_tokens(Keyring::parse(keys[0]));
+    const std::vector<std::string> last = make_tokens(Keyring::parse(keys[9]));
+    std::vector<std::string> toks;
+    for (std::size_t i = 0; i < kPool; ++i) toks.push_back(i % 2 ? last[i] : first[i]);
+    std::vector<std::uint8_t> out(plaintext_bound(toks[0].size()));
+    decrypt_pool(state, ring, toks, out);
+    require(ring.key_index(toks[1]) == 9 && ring.key_index(toks[0]) == 0, "wrong key positions");
+}
+BENCHMARK(BM_Keyring_DecryptAlternatingKeys);
 
 // --- raw OpenSSL baseline ---------------------------------------------------
 

@@ -44,6 +44,7 @@ rows = [
     ("decrypt, key at position 1 of 10", "BM_Keyring_DecryptKeyPosition/1"),
     ("decrypt, key at position 2 of 10", "BM_Keyring_DecryptKeyPosition/2"),
     ("decrypt, key at position 10 of 10", "BM_Keyring_DecryptKeyPosition/10"),
+    ("decrypt, keys 1 and 10 alternating", "BM_Keyring_DecryptAlternatingKeys"),
 ]
 print("\n%-36s %12s %8s" % ("benchmark (32-byte password)", "median ns", "cv"))
 for label, name in rows:

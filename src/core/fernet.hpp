@@ -27,6 +27,7 @@ constexpr std::int64_t kMaxClockSkew = 60;               // seconds, as cryptogr
 }  // namespace token_layout
 
 constexpr std::size_t kKeyBytes = 32;
+constexpr std::size_t kSigningBytes = 16;   // the first half of a key signs, the second encrypts
 constexpr std::size_t kKeyChars = 44;  // base64 of 32 bytes, padded
 
 // Length of the base64 token for a plaintext of n bytes; 0 on overflow.

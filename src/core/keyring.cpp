@@ -5,6 +5,8 @@
 
 #include <openssl/crypto.h>
 
+#include <cstring>
+
 namespace conn_crypto {
 
 std::optional<SecureBytes> Keyring::decode_key(std::string_view text) {
@@ -28,6 +30,8 @@ Keyring Keyring::parse(std::string_view text) {
                                            " keys; at most " + std::to_string(kMaxKeys) + " are allowed");
     Keyring ring;
     ring.keys_.reserve(total);
+    // Signing halves (bytes 0-15) seen so far, wiped on the way out.
+    SecureBytes signing(total * kSigningBytes);
     std::size_t index = 0;
     while (true) {
         std::size_t comma = text.find(',');
@@ -38,6 +42,11 @@ Keyring Keyring::parse(std::string_view text) {
             throw Error(ErrorKind::BadKey, "key " + std::to_string(index) + " of " + std::to_string(total) +
                                                " is not 32 url-safe base64-encoded bytes");
         ring.keys_.emplace_back(key->data());
+        std::uint8_t* half = signing.data() + (index - 1) * kSigningBytes;
+        std::memcpy(half, key->data(), kSigningBytes);
+        for (std::size_t j = 0; j + 1 < index && ring.distinct_signing_; ++j)
+            if (std::memcmp(signing.data() + j * kSigningBytes, half, kSigningBytes) == 0)
+                ring.distinct_signing_ = false;
         if (comma == std::string_view::npos) break;
         text.remove_prefix(comma + 1);
     }
@@ -66,8 +75,18 @@ void Keyring::encrypt(const std::uint8_t* plaintext, std::size_t n, char* out,
 }
 
 std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token) const {
-    for (std::size_t i = 0; i < keys_.size(); ++i)
-        if (keys_[i].authenticates(token)) return i;
+    if (!distinct_signing_) {
+        for (std::size_t i = 0; i < keys_.size(); ++i)
+            if (keys_[i].authenticates(token)) return i;
+        return std::nullopt;
+    }
+    // At most one key authenticates: the last one that did goes first.
+    if (hint_ < keys_.size() && keys_[hint_].authenticates(token)) return hint_;
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+        if (i == hint_ || !keys_[i].authenticates(token)) continue;
+        hint_ = i;
+        return i;
+    }
     return std::nullopt;
 }
 
@@ -76,6 +95,20 @@ std::optional<std::size_t> Keyring::authenticating_key(const ParsedToken& token)
 // the search.
 std::size_t Keyring::decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out, std::size_t* key_index,
                                     bool* first_authenticating) const {
+    if (distinct_signing_) {
+        // Only one key can authenticate it, so only that key can decrypt it.
+        if (auto index = authenticating_key(parsed)) {
+            try {
+                std::size_t n = keys_[*index].decrypt_authenticated(parsed, out);
+                if (key_index) *key_index = *index;
+                if (first_authenticating) *first_authenticating = true;
+                return n;
+            } catch (const Error& e) {
+                if (e.kind() != ErrorKind::InvalidToken) throw;
+            }
+        }
+        throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    }
     bool first = true;
     for (std::size_t i = 0; i < keys_.size(); ++i) {
         if (!keys_[i].authenticates(parsed)) continue;

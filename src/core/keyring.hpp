@@ -25,6 +25,8 @@ struct Decrypted {
     std::uint64_t timestamp = 0;
 };
 
+// Not thread-safe, even through const methods: the token memo and the key
+// hint change on every lookup (one keyring per backend or per thread).
 class Keyring {
 public:
     // Parses "k1,k2,...". Each key: url-safe or standard base64 of 32 bytes,
@@ -78,6 +80,12 @@ private:
 
     std::vector<FernetKey> keys_;
     mutable TokenMemo memo_;   // tokens recently authenticated or produced, with their key
+    // No two keys share a signing half, so at most one key authenticates any
+    // token and the order keys are tried in cannot change the answer.
+    bool distinct_signing_ = true;
+    // The key that authenticated the last token: tried first when signing
+    // halves are distinct (a table's old tokens are mostly under one key).
+    mutable std::size_t hint_ = 0;
 };
 
 }  // namespace conn_crypto

@@ -311,3 +311,51 @@ TEST(Keyring, KeysSharingASigningHalfBehaveLikeMultiFernet) {
     out.resize(ring.rotate(spec_token, out.data()));
     EXPECT_EQ(decrypt(ring, out), "hello");
 }
+
+TEST(Keyring, KeyOrderHintNeverChangesTheAnswer) {
+    // Distinct signing halves: the key that authenticated the last token is
+    // tried first; answers must still be each token's one authenticating key,
+    // whatever order tokens of different keys come in.
+    const std::string k3 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    Keyring ring = Keyring::parse(kKey1 + "," + kKey2 + "," + k3);
+    const Keyring only[3] = {Keyring::parse(kKey1), Keyring::parse(kKey2), Keyring::parse(k3)};
+    const std::size_t order[] = {2, 2, 0, 1, 1, 2, 0, 0, 1, 2, 1, 0};
+    for (std::size_t round = 0; round < 2; ++round) {
+        for (std::size_t i = 0; i < sizeof order / sizeof order[0]; ++i) {
+            std::size_t k = order[i];
+            std::string pt = "value " + std::to_string(round) + "/" + std::to_string(i);
+            std::string tok = encrypt(only[k], pt);   // a fresh token: the memo has never seen it
+            std::size_t idx = 99;
+            if (round == 0) {
+                EXPECT_EQ(ring.key_index(tok), std::optional<std::size_t>(k)) << i;
+                EXPECT_EQ(decrypt(ring, tok, std::nullopt, unix_now(), &idx), pt);
+            } else {   // decrypt first, without key_index having seen the token
+                EXPECT_EQ(decrypt(ring, tok, std::nullopt, unix_now(), &idx), pt);
+                EXPECT_EQ(ring.key_index(tok), std::optional<std::size_t>(k)) << i;
+            }
+            EXPECT_EQ(idx, k) << i;
+        }
+    }
+    // A token of no key is refused whatever the hint.
+    const Keyring other = Keyring::parse(Keyring::generate_key());
+    std::string foreign = encrypt(other, "x");
+    EXPECT_EQ(ring.key_index(foreign), std::nullopt);
+    EXPECT_EQ(kind_of([&] { decrypt(ring, foreign); }), ErrorKind::InvalidToken);
+    EXPECT_EQ(ring.key_index(encrypt(only[1], "y")), std::optional<std::size_t>(1));
+}
+
+TEST(Keyring, SharedSigningHalvesKeepFirstMatchOrder) {
+    // Two keys with one signing half: both authenticate the same tokens, so
+    // key_index must stay "the first key whose MAC matches", however recently
+    // the second one was used.
+    const std::string twin = "cw_0x689RpI-jtRR7oE8h_eQqKImvJapLeSbXpwF4e4=";
+    Keyring ring = Keyring::parse(twin + "," + kKey1);
+    std::string under_second = encrypt(Keyring::parse(kKey1), "second");
+    std::size_t idx = 99;
+    EXPECT_EQ(decrypt(ring, under_second, std::nullopt, unix_now(), &idx), "second");
+    EXPECT_EQ(idx, 1u);
+    std::string another = encrypt(Keyring::parse(kKey1), "again");
+    EXPECT_EQ(ring.key_index(another), std::optional<std::size_t>(0));
+    EXPECT_EQ(decrypt(ring, another, std::nullopt, unix_now(), &idx), "again");
+    EXPECT_EQ(idx, 1u);
+}
