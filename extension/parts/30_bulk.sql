@@ -9,6 +9,13 @@ CREATE FUNCTION @extschema@._value_state(value text, encrypt_empty boolean, json
 REVOKE EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._value_state(text, boolean, boolean) TO conn_crypto_reader;
 
+-- rotate's new value for a server-keyring column: CASE WHEN _value_state(v)
+-- > 1 THEN fernet_rotate(v) ELSE v END in one call.
+CREATE FUNCTION @extschema@._bulk_rotated(value text, json_plaintext boolean) RETURNS text
+    AS 'MODULE_PATHNAME', 'cc_bulk_rotated' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION @extschema@._bulk_rotated(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._bulk_rotated(text, boolean) TO conn_crypto_reader;
+
 -- How many undecryptable tokens _value_state met since the last call (and
 -- starts counting again): tells the engine's one-statement batches when to
 -- go back and report them.
@@ -72,7 +79,8 @@ $$;
 -- State -3: a token of the row's own KMS-wrapped data key (not the server keyring's business).
 CREATE FUNCTION @extschema@._bulk_sql(mode text, column_name name, flag_column name, encrypt_empty boolean,
                                       json_plaintext boolean, kms boolean, schema_name text,
-                                      OUT state text, OUT work_from_state text, OUT new_value text)
+                                      OUT state text, OUT work_from_state text, OUT new_value text,
+                                      OUT new_value_direct text)
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     state := format('@extschema@._value_state(%I, %L, %L)', column_name, encrypt_empty, json_plaintext);
@@ -88,6 +96,11 @@ BEGIN
     IF mode = 'rotate' THEN
         work_from_state := '{s} > 1';
         new_value := '@extschema@.fernet_rotate({v})';
+        -- The same without the state (for the SET list, where the value is
+        -- not known to need work): a KMS row's state is not the keyring's.
+        IF NOT kms THEN
+            new_value_direct := format('@extschema@._bulk_rotated({v}, %L)', json_plaintext);
+        END IF;
     ELSE
         -- Airflow's read rules: a non-empty value whose flag is not true is read as
         -- plaintext. A token of the keyring with a false flag only needs its flag set.
@@ -159,10 +172,15 @@ BEGIN
         changed := changed || format(' + n.w%s::int', i);
         -- The same for the fast statement, which judges the updated row t itself.
         work := format('(%s)', replace(replace(q.work_from_state, '{s}', format('(%s)', q.state)), '{f}', flag));
-        fast_sets := fast_sets || format(', %I = CASE WHEN %s THEN %s ELSE t.%I END', c.column_name, work,
-                                         replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)),
-                                                 '{s}', format('(%s)', q.state)),
-                                         c.column_name);
+        IF q.new_value_direct IS NOT NULL THEN
+            fast_sets := fast_sets || format(', %I = %s', c.column_name,
+                                             replace(q.new_value_direct, '{v}', format('t.%I', c.column_name)));
+        ELSE
+            fast_sets := fast_sets || format(', %I = CASE WHEN %s THEN %s ELSE t.%I END', c.column_name, work,
+                                             replace(replace(q.new_value, '{v}', format('t.%I', c.column_name)),
+                                                     '{s}', format('(%s)', q.state)),
+                                             c.column_name);
+        END IF;
         IF c.flag_column IS NOT NULL THEN
             -- (work is never NULL; OR skips it when the flag is already set)
             fast_sets := fast_sets || format(', %I = t.%I OR %s', c.flag_column, c.flag_column, work);

@@ -336,12 +336,6 @@ cc_key_position(PG_FUNCTION_ARGS)
 }
 
 /*
- * How a stored value stands, for the bulk operations and status:
- * -2 empty (NULL, or '' when empty values are not encrypted), 0 plaintext,
- * -1 a token no key authenticates, k >= 1 a token of key k. json_plaintext:
- * a value starting with '{' is plaintext JSON (Airflow's trigger.kwargs).
- */
-/*
  * Undecryptable tokens met by cc_value_state since the last
  * cc_bulk_undecryptable_seen() call: the bulk engine's fast path rewrites a
  * batch in one UPDATE, which cannot list the values it leaves alone; a non-zero
@@ -359,6 +353,12 @@ cc_bulk_undecryptable_seen(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(n);
 }
 
+/*
+ * How a stored value stands, for the bulk operations and status:
+ * -2 empty (NULL, or '' when empty values are not encrypted), 0 plaintext,
+ * -1 a token no key authenticates, k >= 1 a token of key k. json_plaintext:
+ * a value starting with '{' is plaintext JSON (Airflow's trigger.kwargs).
+ */
 PG_FUNCTION_INFO_V1(cc_value_state);
 Datum
 cc_value_state(PG_FUNCTION_ARGS)
@@ -381,4 +381,28 @@ cc_value_state(PG_FUNCTION_ARGS)
 	if (state == -1)
 		undecryptable_seen++;
 	PG_RETURN_INT32(state);
+}
+
+/*
+ * rotate's new value for a server-keyring column: the value re-encrypted
+ * under the primary key when it is a token of an older key (state > 1 above),
+ * else the value itself. One call where "CASE WHEN state > 1 THEN
+ * fernet_rotate(v) ELSE v END" costs two.
+ */
+PG_FUNCTION_INFO_V1(cc_bulk_rotated);
+Datum
+cc_bulk_rotated(PG_FUNCTION_ARGS)
+{
+	text	   *value;
+	Size		len;
+	bool		json_plaintext = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	value = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(value);
+	if (len == 0 || (json_plaintext && VARDATA_ANY(value)[0] == '{') ||
+		server_key_position(VARDATA_ANY(value), len) <= 1)
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	PG_RETURN_TEXT_P(cc_rotate_token(cc_server_keyring_or_null(), VARDATA_ANY(value), len));
 }
