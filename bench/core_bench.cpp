@@ -105,18 +105,23 @@ void BM_Keyring_Decrypt(benchmark::State& state) {
 }
 BENCHMARK(BM_Keyring_Decrypt);
 
+// A ring of 10 fresh keys; keys receives them in order.
+Keyring ten_key_ring(std::vector<std::string>& keys) {
+    std::string text;
+    for (int i = 0; i < 10; ++i) {
+        keys.push_back(Keyring::generate_key());
+        text += (i ? "," : "") + keys.back();
+    }
+    return Keyring::parse(text);
+}
+
 // A 10-key ring whose key at 1-based position `range(0)` made the tokens. The
 // keyring tries the key that authenticated the last token first, so a run of
 // tokens under one key costs one HMAC each wherever that key stands.
 void BM_Keyring_DecryptKeyPosition(benchmark::State& state) {
     const std::size_t position = static_cast<std::size_t>(state.range(0));
     std::vector<std::string> keys;
-    std::string text;
-    for (int i = 0; i < 10; ++i) {
-        keys.push_back(Keyring::generate_key());
-        text += (i ? "," : "") + keys.back();
-    }
-    const Keyring ring = Keyring::parse(text);
+    const Keyring ring = ten_key_ring(keys);
     const std::vector<std::string> toks = make_tokens(Keyring::parse(keys[position - 1]));
     std::vector<std::uint8_t> out(plaintext_bound(toks[0].size()));
     decrypt_pool(state, ring, toks, out);
@@ -129,12 +134,7 @@ BENCHMARK(BM_Keyring_DecryptKeyPosition)->Arg(1)->Arg(2)->Arg(10);
 // position-10 token after a position-1 token tries the nine keys before it).
 void BM_Keyring_DecryptAlternatingKeys(benchmark::State& state) {
     std::vector<std::string> keys;
-    std::string text;
-    for (int i = 0; i < 10; ++i) {
-        keys.push_back(Keyring::generate_key());
-        text += (i ? "," : "") + keys.back();
-    }
-    const Keyring ring = Keyring::parse(text);
+    const Keyring ring = ten_key_ring(keys);
     const std::vector<std::string> first = make_tokens(Keyring::parse(keys[0]));
     const std::vector<std::string> last = make_tokens(Keyring::parse(keys[9]));
     std::vector<std::string> toks;
