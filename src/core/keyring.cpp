@@ -9,6 +9,25 @@
 
 namespace conn_crypto {
 
+namespace {
+
+[[noreturn]] void throw_no_key() {
+    throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+}
+
+// An authenticated token's plaintext length under key, or nullopt when the
+// cipher half rejects it (bad padding: a key sharing another's signing half).
+std::optional<std::size_t> decrypt_with(const FernetKey& key, const ParsedToken& token, std::uint8_t* out) {
+    try {
+        return key.decrypt_authenticated(token, out);
+    } catch (const Error& e) {
+        if (e.kind() != ErrorKind::InvalidToken) throw;
+        return std::nullopt;
+    }
+}
+
+}  // namespace
+
 std::optional<SecureBytes> Keyring::decode_key(std::string_view text) {
     text = base64::trim(text);
     if (text.size() < kKeyChars - 1 || text.size() > kKeyChars) return std::nullopt;
@@ -97,44 +116,33 @@ std::size_t Keyring::decrypt_parsed(const ParsedToken& parsed, std::uint8_t* out
                                     bool* first_authenticating) const {
     if (distinct_signing_) {
         // Only one key can authenticate it, so only that key can decrypt it.
-        if (auto index = authenticating_key(parsed)) {
-            try {
-                std::size_t n = keys_[*index].decrypt_authenticated(parsed, out);
-                if (key_index) *key_index = *index;
-                if (first_authenticating) *first_authenticating = true;
-                return n;
-            } catch (const Error& e) {
-                if (e.kind() != ErrorKind::InvalidToken) throw;
-            }
-        }
-        throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+        auto index = authenticating_key(parsed);
+        std::optional<std::size_t> n;
+        if (!index || !(n = decrypt_with(keys_[*index], parsed, out))) throw_no_key();
+        if (key_index) *key_index = *index;
+        if (first_authenticating) *first_authenticating = true;
+        return *n;
     }
     bool first = true;
     for (std::size_t i = 0; i < keys_.size(); ++i) {
         if (!keys_[i].authenticates(parsed)) continue;
-        try {
-            std::size_t n = keys_[i].decrypt_authenticated(parsed, out);
+        if (auto n = decrypt_with(keys_[i], parsed, out)) {
             if (key_index) *key_index = i;
             if (first_authenticating) *first_authenticating = first;
-            return n;
-        } catch (const Error& e) {
-            if (e.kind() != ErrorKind::InvalidToken) throw;
-            first = false;
+            return *n;
         }
+        first = false;
     }
-    throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    throw_no_key();
 }
 
 // decrypt_parsed, skipping the HMAC when the memo already knows the token's key.
 std::size_t Keyring::decrypt_known(std::string_view token, const ParsedToken& parsed, std::uint8_t* out,
                                    std::size_t* key_index) const {
     if (auto known = memo_.find(token); known && *known < keys_.size()) {
-        try {
-            std::size_t n = keys_[*known].decrypt_authenticated(parsed, out);
+        if (auto n = decrypt_with(keys_[*known], parsed, out)) {
             if (key_index) *key_index = *known;
-            return n;
-        } catch (const Error& e) {
-            if (e.kind() != ErrorKind::InvalidToken) throw;
+            return *n;
         }
     }
     std::size_t index = 0;
@@ -174,8 +182,7 @@ std::optional<std::size_t> Keyring::key_index(std::string_view token) const {
 
 std::uint64_t Keyring::extract_timestamp(std::string_view token) const {
     ParsedToken parsed = parse_token(token);
-    if (!memo_.find(token) && !authenticate(token, parsed))
-        throw Error(ErrorKind::InvalidToken, "invalid token: no key of the keyring authenticates it (wrong key or tampered token)");
+    if (!memo_.find(token) && !authenticate(token, parsed)) throw_no_key();
     return parsed.timestamp;
 }
 

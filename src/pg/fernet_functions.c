@@ -359,25 +359,29 @@ cc_bulk_undecryptable_seen(PG_FUNCTION_ARGS)
  * -1 a token no key authenticates, k >= 1 a token of key k. json_plaintext:
  * a value starting with '{' is plaintext JSON (Airflow's trigger.kwargs).
  */
+static int
+value_state(const text *value, bool encrypt_empty, bool json_plaintext)
+{
+	Size		len;
+
+	if (value == NULL)
+		return -2;
+	len = VARSIZE_ANY_EXHDR(value);
+	if (len == 0)
+		return encrypt_empty ? 0 : -2;
+	if (json_plaintext && VARDATA_ANY(value)[0] == '{')
+		return 0;
+	return server_key_position(VARDATA_ANY(value), len);
+}
+
 PG_FUNCTION_INFO_V1(cc_value_state);
 Datum
 cc_value_state(PG_FUNCTION_ARGS)
 {
-	text	   *value;
-	Size		len;
-	int			state;
-	bool		encrypt_empty = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
-	bool		json_plaintext = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	int			state = value_state(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+									!PG_ARGISNULL(1) && PG_GETARG_BOOL(1),
+									!PG_ARGISNULL(2) && PG_GETARG_BOOL(2));
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_INT32(-2);
-	value = PG_GETARG_TEXT_PP(0);
-	len = VARSIZE_ANY_EXHDR(value);
-	if (len == 0)
-		PG_RETURN_INT32(encrypt_empty ? 0 : -2);
-	if (json_plaintext && VARDATA_ANY(value)[0] == '{')
-		PG_RETURN_INT32(0);
-	state = server_key_position(VARDATA_ANY(value), len);
 	if (state == -1)
 		undecryptable_seen++;
 	PG_RETURN_INT32(state);
@@ -394,15 +398,11 @@ Datum
 cc_bulk_rotated(PG_FUNCTION_ARGS)
 {
 	text	   *value;
-	Size		len;
-	bool		json_plaintext = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	value = PG_GETARG_TEXT_PP(0);
-	len = VARSIZE_ANY_EXHDR(value);
-	if (len == 0 || (json_plaintext && VARDATA_ANY(value)[0] == '{') ||
-		server_key_position(VARDATA_ANY(value), len) <= 1)
+	if (value_state(value, false, !PG_ARGISNULL(1) && PG_GETARG_BOOL(1)) <= 1)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
-	PG_RETURN_TEXT_P(cc_rotate_token(cc_server_keyring_or_null(), VARDATA_ANY(value), len));
+	PG_RETURN_TEXT_P(cc_rotate_token(cc_server_keyring_or_null(), VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
 }
